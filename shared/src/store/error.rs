@@ -1,0 +1,38 @@
+//! The store's error type: what callers of the store branch on (a lost race, a missing row, a
+//! row that does not map, a retryable outage).
+
+/// Errors of every [`Store`](super::Store) method.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A version or condition guard failed: another writer got there first (or the item the
+    /// guard expected is gone). Re-read and decide again.
+    #[error("the item changed concurrently (condition failed)")]
+    Conflict,
+    /// The item the operation needs does not exist (or no longer holds a connection).
+    #[error("the item was not found")]
+    NotFound,
+    /// A stored item does not map to its type: a bug or a hand edit, never retried.
+    #[error("a stored item is corrupt: {what}")]
+    Corrupt { what: String },
+    /// Any other DynamoDB failure (throttling, network, timeouts, service errors): retry later.
+    #[error("DynamoDB is unavailable")]
+    Unavailable(#[source] Box<aws_sdk_dynamodb::Error>),
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(what: impl Into<String>) -> Self {
+        Self::Corrupt { what: what.into() }
+    }
+}
+
+/// Maps any operation's SDK error: a failed condition is [`StoreError::Conflict`], the rest is
+/// [`StoreError::Unavailable`] with its cause kept.
+pub(crate) fn from_sdk(err: impl Into<aws_sdk_dynamodb::Error>) -> StoreError {
+    match err.into() {
+        aws_sdk_dynamodb::Error::ConditionalCheckFailedException(_) => StoreError::Conflict,
+        other => {
+            tracing::warn!(error = %other, "DynamoDB request failed");
+            StoreError::Unavailable(Box::new(other))
+        }
+    }
+}

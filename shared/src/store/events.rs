@@ -1,0 +1,163 @@
+//! `TENANT#<id> / EVENT#<event_id>`: the idempotency record. A consumer claims an event with a
+//! lease before touching Bitrix24; `done` records outlive the queue's retention plus the parking
+//! period, so a redelivered event is acknowledged without a second CRM write (design.md §4 step 2).
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use time::OffsetDateTime;
+
+use super::Store;
+use super::error::{StoreError, from_sdk};
+use super::item::{Item, Reader, epoch, key, n, s, time_av};
+use crate::tenant::TenantId;
+
+const IN_PROGRESS: &str = "in_progress";
+const DONE: &str = "done";
+/// An abandoned claim (crashed consumer) vanishes this long after its lease ends.
+const ABANDONED_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// Claim attempts when the record changes between the failed put and the read that explains it.
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// The outcome of [`Store::claim_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This consumer holds the event until the lease ends.
+    Claimed,
+    /// The event was processed: acknowledge without touching Bitrix24.
+    AlreadyDone,
+    /// Another consumer holds a live lease: report the item failed, never acknowledge it.
+    HeldByOther { until: OffsetDateTime },
+}
+
+fn sort_key(event_id: &str) -> String {
+    format!("EVENT#{event_id}")
+}
+
+fn millis(t: OffsetDateTime) -> i128 {
+    t.unix_timestamp_nanos() / 1_000_000
+}
+
+fn from_millis(ms: i128) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000)
+        .map_err(|_| StoreError::corrupt("event lease_until_ms out of range"))
+}
+
+impl Store {
+    /// Atomically claims the event: a conditional put succeeds if no record exists, or if the
+    /// record is `in_progress` with an expired lease (its consumer died). Otherwise the record
+    /// is read to tell done from held.
+    #[tracing::instrument(skip_all, fields(tenant_id = %t, event_id = %event_id))]
+    pub async fn claim_event(
+        &self,
+        t: &TenantId,
+        event_id: &str,
+        lease: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Claim, StoreError> {
+        let until = now + lease;
+        for _ in 0..CLAIM_ATTEMPTS {
+            let mut item = key(t.partition_key(), sort_key(event_id));
+            item.insert("status".into(), s(IN_PROGRESS));
+            item.insert("lease_until_ms".into(), n(millis(until)));
+            item.insert("claimed_at".into(), time_av(now)?);
+            item.insert("expires_at".into(), epoch(until + ABANDONED_GRACE));
+            let res = self
+                .ddb
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(
+                    "attribute_not_exists(pk) OR (#st = :ip AND lease_until_ms < :now)",
+                )
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":ip", s(IN_PROGRESS))
+                .expression_attribute_values(":now", n(millis(now)))
+                .send()
+                .await
+                .map_err(from_sdk);
+            match res {
+                Ok(_) => return Ok(Claim::Claimed),
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e),
+            }
+            // Released between the put and this read: try again.
+            let Some(rec) = self.read_event(t, event_id).await? else {
+                continue;
+            };
+            let r = Reader::new(&rec, "event");
+            match r.s("status")? {
+                DONE => return Ok(Claim::AlreadyDone),
+                IN_PROGRESS => {
+                    let until = from_millis(r.n("lease_until_ms")?)?;
+                    // The lease may have expired between the put and this read: try again.
+                    if until >= now {
+                        return Ok(Claim::HeldByOther { until });
+                    }
+                }
+                other => {
+                    return Err(StoreError::corrupt(format!(
+                        "event status {other:?} is unknown"
+                    )));
+                }
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn read_event(&self, t: &TenantId, event_id: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(t.partition_key(), sort_key(event_id))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(from_sdk)?;
+        Ok(out.item)
+    }
+
+    /// Marks the event done; the record expires `done_ttl` from now (sync passes 30 days, longer
+    /// than the queue's retention plus the parking period).
+    pub async fn complete_event(
+        &self,
+        t: &TenantId,
+        event_id: &str,
+        done_ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut item = key(t.partition_key(), sort_key(event_id));
+        item.insert("status".into(), s(DONE));
+        item.insert("done_at".into(), time_av(now)?);
+        item.insert("expires_at".into(), epoch(now + done_ttl));
+        self.ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(from_sdk)?;
+        Ok(())
+    }
+
+    /// Gives an in-progress claim back at once so a retry need not wait for the lease. A `done`
+    /// record is never removed (the condition keeps it); an absent record is fine.
+    pub async fn release_event(&self, t: &TenantId, event_id: &str) -> Result<(), StoreError> {
+        let res = self
+            .ddb
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(t.partition_key(), sort_key(event_id))))
+            .condition_expression("#st = :ip")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":ip", AttributeValue::S(IN_PROGRESS.into()))
+            .send()
+            .await
+            .map_err(from_sdk);
+        match res {
+            Ok(_) | Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

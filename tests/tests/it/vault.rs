@@ -1,0 +1,116 @@
+//! The token vault against moto's KMS: round trip, and every way a ciphertext must be refused
+//! (another tenant's context, tampering, another key), with no token text in any error.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the assertion
+
+use shared::secret::SecretToken;
+use shared::tenant::TenantId;
+use shared::vault::{Vault, VaultError};
+use teleagent_tests::harness::TestEnv;
+
+const TOKEN: &str = "b24-mcp-token-4f1d9c2e7a";
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(&format!("{name}-{}", uuid::Uuid::new_v4())).unwrap()
+}
+
+fn assert_no_token(err: &VaultError) {
+    let mut texts = vec![err.to_string(), format!("{err:?}"), format!("{err:#?}")];
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        texts.push(s.to_string());
+        texts.push(format!("{s:?}"));
+        source = s.source();
+    }
+    for t in texts {
+        assert!(!t.contains(TOKEN), "token leaked in error text {t:?}");
+    }
+}
+
+#[tokio::test]
+async fn round_trip_and_counts_kms_calls() {
+    let env = TestEnv::new().await;
+    let vault = Vault::new(env.clients.kms.clone(), Some(env.key_id.clone()));
+    let a = tenant("a");
+    let secret = SecretToken::new(TOKEN.to_owned());
+
+    let ct = vault.encrypt(&a, &secret).await.unwrap();
+    assert!(
+        !ct.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+        "ciphertext holds the plaintext"
+    );
+    let back = vault.decrypt(&a, &ct).await.unwrap();
+    assert_eq!(back.expose(), TOKEN);
+
+    // A vault without a key id (every function but connect) still decrypts.
+    let reader = Vault::new(env.clients.kms.clone(), None);
+    assert_eq!(reader.decrypt(&a, &ct).await.unwrap().expose(), TOKEN);
+
+    assert_eq!(vault.kms_calls(), 2);
+    assert_eq!(vault.clone().kms_calls(), 2, "clones share the counter");
+    assert_eq!(reader.kms_calls(), 1);
+}
+
+#[tokio::test]
+async fn encrypt_without_key_is_no_key() {
+    let env = TestEnv::new().await;
+    let vault = Vault::new(env.clients.kms.clone(), None);
+    let err = vault
+        .encrypt(&tenant("a"), &SecretToken::new(TOKEN.to_owned()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VaultError::NoKey), "{err:?}");
+    assert_eq!(vault.kms_calls(), 0, "no KMS call without a key");
+}
+
+#[tokio::test]
+async fn ciphertexts_are_refused_outside_their_tenant_and_key() {
+    let env = TestEnv::new().await;
+    let vault = Vault::new(env.clients.kms.clone(), Some(env.key_id.clone()));
+    let (a, b) = (tenant("a"), tenant("b"));
+    let secret = SecretToken::new(TOKEN.to_owned());
+    let ct = vault.encrypt(&a, &secret).await.unwrap();
+
+    let mut tampered = ct.clone();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0x5a;
+
+    let other_key = env
+        .clients
+        .kms
+        .create_key()
+        .description("second key")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let other_vault = Vault::new(env.clients.kms.clone(), Some(other_key));
+    let ct_other_key = other_vault.encrypt(&a, &secret).await.unwrap();
+    assert_eq!(
+        other_vault
+            .decrypt(&a, &ct_other_key)
+            .await
+            .unwrap()
+            .expose(),
+        TOKEN,
+        "the second key works for its own ciphertext"
+    );
+
+    let cases: [(&str, &TenantId, &[u8]); 4] = [
+        ("ciphertext moved to another tenant", &b, &ct),
+        ("tampered ciphertext", &a, &tampered),
+        ("ciphertext of another key", &a, &ct_other_key),
+        ("garbage", &a, b"not a kms ciphertext at all"),
+    ];
+    for (why, t, blob) in cases {
+        let err = vault.decrypt(t, blob).await.unwrap_err();
+        assert!(matches!(err, VaultError::Refused { .. }), "{why}: {err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the stored token cannot be decrypted for this tenant",
+            "{why}"
+        );
+        assert_no_token(&err);
+    }
+}
