@@ -1,0 +1,15 @@
+//! CRM operations on a Bitrix24 portal through its MCP server: binding the server's tools to the
+//! lead operations (`binding`, `args`), reading their answers (`answer`), the typed operations
+//! (`client`), and the live check that connect and test run (`check`).
+
+pub mod answer;
+pub mod args;
+pub mod binding;
+pub mod check;
+pub mod client;
+pub mod ops;
+
+pub use binding::{Binding, BoundTool, PortalCaps, Profile, ToolKind, ToolMap, ToolMapError};
+pub use check::{CheckError, LiveCheck, live_check};
+pub use client::{Crm, CrmError};
+pub use ops::Operation;
