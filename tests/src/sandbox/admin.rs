@@ -1,0 +1,112 @@
+//! The admin API under `/admin/` (JSON, no auth; the server binds loopback only): the Rust API
+//! of [`super::Sandbox`] over HTTP, for the demo binary and for humans poking at a running portal.
+
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{CallStats, Faults, SandboxConfigPatch, Shared, lock, new_token};
+
+pub(crate) fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/admin/tokens", post(issue_token))
+        .route("/admin/tokens/revoke", post(revoke_token))
+        .route("/admin/faults", post(set_faults))
+        .route("/admin/sessions/expire", post(expire_sessions))
+        .route("/admin/config", post(set_config).get(get_config))
+        .route("/admin/leads", post(seed_lead).get(list_leads))
+        .route("/admin/leads/{id}", get(get_lead))
+        .route("/admin/leads/{id}/comments", get(lead_comments))
+        .route("/admin/calls", get(calls))
+        .route("/admin/calls/reset", post(reset_calls))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct IssueToken {
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn issue_token(AxState(s): AxState<Shared>, Json(req): Json<IssueToken>) -> Json<Value> {
+    let token = new_token();
+    lock(&s).tokens.insert(token.clone(), req.admin);
+    Json(json!({"token": token}))
+}
+
+#[derive(Deserialize)]
+struct RevokeToken {
+    token: String,
+}
+
+async fn revoke_token(AxState(s): AxState<Shared>, Json(req): Json<RevokeToken>) -> Json<Value> {
+    let mut st = lock(&s);
+    let existed = st.tokens.remove(&req.token).is_some();
+    st.sessions.retain(|_, sess| sess.token != req.token);
+    Json(json!({"revoked": existed}))
+}
+
+async fn set_faults(AxState(s): AxState<Shared>, Json(f): Json<Faults>) -> Json<Faults> {
+    lock(&s).faults = f.clone();
+    Json(f)
+}
+
+async fn expire_sessions(AxState(s): AxState<Shared>) -> Json<Value> {
+    let mut st = lock(&s);
+    let n = st.sessions.len();
+    st.sessions.clear();
+    Json(json!({"expired": n}))
+}
+
+async fn set_config(
+    AxState(s): AxState<Shared>,
+    Json(patch): Json<SandboxConfigPatch>,
+) -> Response {
+    let mut st = lock(&s);
+    patch.apply(&mut st.config);
+    let cfg = st.config.clone();
+    st.portal.apply_flags(&cfg);
+    Json(cfg).into_response()
+}
+
+async fn get_config(AxState(s): AxState<Shared>) -> Response {
+    Json(lock(&s).config.clone()).into_response()
+}
+
+#[derive(Deserialize)]
+struct SeedLead {
+    fields: Value,
+}
+
+async fn seed_lead(AxState(s): AxState<Shared>, Json(req): Json<SeedLead>) -> Json<Value> {
+    let id = lock(&s).portal.seed_lead(&req.fields);
+    Json(json!({"id": id}))
+}
+
+async fn list_leads(AxState(s): AxState<Shared>) -> Json<Vec<Value>> {
+    Json(lock(&s).portal.all_leads())
+}
+
+async fn get_lead(AxState(s): AxState<Shared>, Path(id): Path<i64>) -> Response {
+    match lock(&s).portal.lead_json(id) {
+        Some(lead) => Json(lead).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": "NOT_FOUND"}))).into_response(),
+    }
+}
+
+async fn lead_comments(AxState(s): AxState<Shared>, Path(id): Path<i64>) -> Json<Vec<String>> {
+    Json(lock(&s).portal.comments_of(id))
+}
+
+async fn calls(AxState(s): AxState<Shared>) -> Json<CallStats> {
+    Json(lock(&s).calls.clone())
+}
+
+async fn reset_calls(AxState(s): AxState<Shared>) -> StatusCode {
+    lock(&s).calls = CallStats::default();
+    StatusCode::NO_CONTENT
+}
