@@ -4,4 +4,5 @@
 mod mcp_client;
 mod sandbox;
 mod store;
+mod template;
 mod vault;

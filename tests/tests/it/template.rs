@@ -1,0 +1,819 @@
+//! The SAM template (`infra/template.yaml`) read as data: the promises a linter cannot check.
+//!
+//! cfn-lint and checkov (`infra/lint.sh`) prove the template is valid and hardened in general;
+//! these tests pin what this product needs: each function's exact permissions (least privilege
+//! per design.md §3-§4), the KMS encryption-context conditions that bind a token to its tenant,
+//! the FIFO queue's visibility versus the consumer's timeout, partial batch responses, and the
+//! build settings SAM needs for cargo-lambda. The template uses long-form intrinsics (`Ref:`,
+//! `Fn::GetAtt:`), so it parses as plain YAML maps.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+/// API Gateway's integration timeout: an HTTP function must give up before the gateway does.
+const API_GATEWAY_TIMEOUT_SECS: i64 = 29;
+const PURPOSE: &str = "bitrix-mcp-token";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn template() -> Value {
+    let path = workspace_root().join("infra/template.yaml");
+    let text = std::fs::read_to_string(&path).expect("read infra/template.yaml");
+    serde_yaml::from_str(&text).expect("infra/template.yaml is plain YAML (long-form intrinsics)")
+}
+
+fn resources(t: &Value) -> &serde_yaml::Mapping {
+    t["Resources"].as_mapping().expect("Resources is a map")
+}
+
+fn resource<'a>(t: &'a Value, id: &str) -> &'a Value {
+    let r = &t["Resources"][id];
+    assert!(!r.is_null(), "resource {id} is missing");
+    r
+}
+
+fn resource_ids_of_type(t: &Value, ty: &str) -> Vec<String> {
+    resources(t)
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(ty))
+        .map(|(k, _)| k.as_str().expect("logical ids are strings").to_owned())
+        .collect()
+}
+
+/// The logical id a `Ref: X` or `Fn::GetAtt: [X, attr]` points at.
+fn target(v: &Value) -> Option<String> {
+    if let Some(r) = v.get("Ref").and_then(Value::as_str) {
+        return Some(r.to_owned());
+    }
+    let g = v.get("Fn::GetAtt")?;
+    match g {
+        Value::Sequence(s) => s.first().and_then(Value::as_str).map(str::to_owned),
+        Value::String(s) => s.split('.').next().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// A scalar or a list of scalars (IAM allows both for Action and Resource).
+fn list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Sequence(s) => s.clone(),
+        Value::Null => Vec::new(),
+        other => vec![other.clone()],
+    }
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    list(v)
+        .iter()
+        .map(|s| s.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+/// The five Lambda functions, by the cargo binary each one is built from.
+fn functions(t: &Value) -> BTreeMap<String, String> {
+    resource_ids_of_type(t, "AWS::Serverless::Function")
+        .into_iter()
+        .map(|id| {
+            let bin = resource(t, &id)["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{id} has no Metadata.BuildProperties.Binary"))
+                .to_owned();
+            (bin, id)
+        })
+        .collect()
+}
+
+fn function<'a>(t: &'a Value, bin: &str) -> &'a Value {
+    let id = functions(t)
+        .remove(bin)
+        .unwrap_or_else(|| panic!("no function built from binary {bin}"));
+    &t["Resources"][id.as_str()]
+}
+
+const HTTP_FUNCTIONS: [&str; 4] = [
+    "bitrix-connect",
+    "bitrix-test",
+    "bitrix-disconnect",
+    "bitrix-status",
+];
+const ALL_FUNCTIONS: [&str; 5] = [
+    "bitrix-connect",
+    "bitrix-test",
+    "bitrix-disconnect",
+    "bitrix-status",
+    "lead-sync",
+];
+
+/// Every allowed statement in the policies attached to the function's role (its inline
+/// policies and every `AWS::IAM::Policy` naming the role).
+fn role_statements(t: &Value, bin: &str) -> Vec<Value> {
+    let f = function(t, bin);
+    let role = target(&f["Properties"]["Role"])
+        .unwrap_or_else(|| panic!("{bin}: Role is not a reference"));
+    assert_eq!(
+        resource(t, &role)["Type"].as_str(),
+        Some("AWS::IAM::Role"),
+        "{bin}: its Role must be a role of this template"
+    );
+    let mut docs: Vec<Value> = list(&resource(t, &role)["Properties"]["Policies"])
+        .iter()
+        .map(|p| p["PolicyDocument"].clone())
+        .collect();
+    assert!(
+        list(&resource(t, &role)["Properties"]["ManagedPolicyArns"]).is_empty(),
+        "{bin}: managed policies would hide permissions from this test"
+    );
+    for id in resource_ids_of_type(t, "AWS::IAM::Policy") {
+        let p = &resource(t, &id)["Properties"];
+        if list(&p["Roles"])
+            .iter()
+            .any(|r| target(r).as_deref() == Some(role.as_str()))
+        {
+            docs.push(p["PolicyDocument"].clone());
+        }
+    }
+    let statements: Vec<Value> = docs.iter().flat_map(|d| list(&d["Statement"])).collect();
+    for s in &statements {
+        assert_eq!(
+            s["Effect"].as_str(),
+            Some("Allow"),
+            "{bin}: unexpected statement {s:?}"
+        );
+    }
+    statements
+}
+
+/// `action@Target` for every (action, resource) pair the function's role is allowed.
+fn grants(t: &Value, bin: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for s in role_statements(t, bin) {
+        let resources = list(&s["Resource"]);
+        assert!(
+            !resources.is_empty(),
+            "{bin}: statement without Resource {s:?}"
+        );
+        for a in strings(&s["Action"]) {
+            assert!(!a.contains('*'), "{bin}: wildcard action {a}");
+            for r in &resources {
+                let tgt = target(r)
+                    .unwrap_or_else(|| panic!("{bin}: {a} on a non-template resource {r:?}"));
+                out.insert(format!("{a}@{tgt}"));
+            }
+        }
+    }
+    out
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn every_function_is_arm64_al2023_built_by_cargo_lambda_from_a_workspace_binary() {
+    let t = template();
+    let fns = functions(&t);
+    assert_eq!(
+        fns.keys().cloned().collect::<BTreeSet<_>>(),
+        set(&ALL_FUNCTIONS)
+    );
+    let root = workspace_root();
+    for (bin, id) in &fns {
+        let f = resource(&t, id);
+        let p = &f["Properties"];
+        assert_eq!(
+            f["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda"),
+            "{bin}"
+        );
+        assert_eq!(p["Runtime"].as_str(), Some("provided.al2023"), "{bin}");
+        assert_eq!(p["Handler"].as_str(), Some("bootstrap"), "{bin}");
+        assert_eq!(strings(&p["Architectures"]), set(&["arm64"]), "{bin}");
+        // CodeUri is relative to infra/: it must be the workspace root, where SAM runs
+        // `cargo lambda build --bin <Binary>`, and that binary's package must exist.
+        let code_uri = p["CodeUri"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{bin}: CodeUri"));
+        let code_dir = root.join("infra").join(code_uri);
+        let manifest =
+            std::fs::read_to_string(code_dir.join("Cargo.toml")).expect("CodeUri has a Cargo.toml");
+        assert!(
+            manifest.contains("[workspace]"),
+            "{bin}: CodeUri must be the workspace root"
+        );
+        let pkg = std::fs::read_to_string(root.join("functions").join(bin).join("Cargo.toml"))
+            .unwrap_or_else(|e| panic!("{bin}: functions/{bin}/Cargo.toml: {e}"));
+        assert!(
+            pkg.contains(&format!("name = \"{bin}\"")),
+            "{bin}: package name"
+        );
+    }
+}
+
+#[test]
+fn each_role_has_exactly_the_actions_its_function_needs() {
+    let t = template();
+    let table_rw = |log: &str, extra: &[&str]| {
+        let mut s = set(&[
+            "dynamodb:GetItem@Table",
+            "dynamodb:PutItem@Table",
+            "dynamodb:UpdateItem@Table",
+        ]);
+        s.insert(format!("logs:CreateLogStream@{log}"));
+        s.insert(format!("logs:PutLogEvents@{log}"));
+        s.extend(extra.iter().map(|e| (*e).to_owned()));
+        s
+    };
+    let rows: [(&str, BTreeSet<String>, &str); 5] = [
+        (
+            "bitrix-connect",
+            table_rw(
+                "ConnectLogGroup",
+                &[
+                    "dynamodb:DeleteItem@Table",
+                    "dynamodb:Query@Table",
+                    "kms:Encrypt@TokenKey",
+                    "sqs:SendMessage@LeadQueue",
+                ],
+            ),
+            "stores the encrypted token, replays parked events; never decrypts",
+        ),
+        (
+            "bitrix-test",
+            table_rw(
+                "TestLogGroup",
+                &[
+                    "dynamodb:DeleteItem@Table",
+                    "dynamodb:Query@Table",
+                    "kms:Decrypt@TokenKey",
+                    "sqs:SendMessage@LeadQueue",
+                ],
+            ),
+            "decrypts, may set status, replays parked events; never encrypts",
+        ),
+        (
+            "bitrix-disconnect",
+            table_rw("DisconnectLogGroup", &[]),
+            "clears the connection: no key, no queue",
+        ),
+        (
+            "bitrix-status",
+            set(&[
+                "dynamodb:GetItem@Table",
+                "logs:CreateLogStream@StatusLogGroup",
+                "logs:PutLogEvents@StatusLogGroup",
+            ]),
+            "one read, no key",
+        ),
+        (
+            "lead-sync",
+            set(&[
+                "dynamodb:GetItem@Table",
+                "dynamodb:PutItem@Table",
+                "dynamodb:UpdateItem@Table",
+                "dynamodb:DeleteItem@Table",
+                "kms:Decrypt@TokenKey",
+                "sqs:ReceiveMessage@LeadQueue",
+                "sqs:DeleteMessage@LeadQueue",
+                "sqs:GetQueueAttributes@LeadQueue",
+                "sqs:ChangeMessageVisibility@LeadQueue",
+                "sqs:SendMessage@DeadLetterQueue",
+                "logs:CreateLogStream@LeadSyncLogGroup",
+                "logs:PutLogEvents@LeadSyncLogGroup",
+            ]),
+            "consumes the lead queue, dead-letters invalid events, decrypts",
+        ),
+    ];
+    for (bin, want, why) in rows {
+        assert_eq!(grants(&t, bin), want, "{bin} ({why})");
+    }
+}
+
+#[test]
+fn least_privilege_invariants_hold_across_functions() {
+    let t = template();
+    let g: BTreeMap<&str, BTreeSet<String>> =
+        ALL_FUNCTIONS.iter().map(|b| (*b, grants(&t, b))).collect();
+    let has = |bin: &str, pred: &dyn Fn(&str) -> bool| g[bin].iter().any(|a| pred(a));
+
+    assert!(
+        !has("bitrix-status", &|a| a.starts_with("kms:")),
+        "status must not use the key"
+    );
+    assert!(
+        !has("bitrix-status", &|a| {
+            [
+                "PutItem",
+                "UpdateItem",
+                "DeleteItem",
+                "BatchWriteItem",
+                "Query",
+                "Scan",
+            ]
+            .iter()
+            .any(|w| a.starts_with(&format!("dynamodb:{w}@")))
+        }),
+        "status reads one item and writes nothing"
+    );
+    assert!(
+        has("bitrix-connect", &|a| a == "kms:Encrypt@TokenKey"),
+        "connect encrypts"
+    );
+    assert!(
+        !has("bitrix-connect", &|a| a.starts_with("kms:Decrypt")),
+        "connect never decrypts"
+    );
+    assert!(
+        !has("bitrix-test", &|a| a.starts_with("kms:Encrypt")),
+        "test never encrypts"
+    );
+    assert!(
+        !has("bitrix-disconnect", &|a| a.starts_with("kms:")),
+        "disconnect needs no key"
+    );
+    assert!(
+        !has("bitrix-disconnect", &|a| a.starts_with("sqs:")),
+        "disconnect needs no queue"
+    );
+
+    for bin in ALL_FUNCTIONS {
+        let consumer = bin == "lead-sync";
+        for a in [
+            "sqs:ReceiveMessage@LeadQueue",
+            "sqs:ChangeMessageVisibility@LeadQueue",
+            "sqs:DeleteMessage@LeadQueue",
+            "sqs:SendMessage@DeadLetterQueue",
+        ] {
+            assert_eq!(
+                g[bin].contains(a),
+                consumer,
+                "{bin}: {a} is lead-sync's alone"
+            );
+        }
+        let sends_to_lead_queue = g[bin].contains("sqs:SendMessage@LeadQueue");
+        let replays = matches!(bin, "bitrix-connect" | "bitrix-test");
+        assert_eq!(
+            sends_to_lead_queue, replays,
+            "{bin}: only connect/test re-send parked events"
+        );
+        if replays {
+            let sqs: Vec<_> = g[bin].iter().filter(|a| a.starts_with("sqs:")).collect();
+            assert_eq!(
+                sqs,
+                vec!["sqs:SendMessage@LeadQueue"],
+                "{bin}: SendMessage on the lead queue only"
+            );
+        }
+    }
+}
+
+/// The conditions every use of the token key must carry: purpose pinned, and no context keys
+/// but tenant_id and purpose (so the tenant id is always part of what is authenticated).
+fn assert_token_context(cond: &Value, who: &str) {
+    assert_eq!(
+        cond["StringEquals"]["kms:EncryptionContext:purpose"].as_str(),
+        Some(PURPOSE),
+        "{who}: purpose condition"
+    );
+    assert_eq!(
+        strings(&cond["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"]),
+        set(&["tenant_id", "purpose"]),
+        "{who}: encryption-context keys condition"
+    );
+}
+
+#[test]
+fn function_kms_statements_carry_the_encryption_context_conditions() {
+    let t = template();
+    for bin in ALL_FUNCTIONS {
+        for s in role_statements(&t, bin) {
+            if strings(&s["Action"]).iter().any(|a| a.starts_with("kms:")) {
+                assert_token_context(&s["Condition"], bin);
+            }
+        }
+    }
+}
+
+#[test]
+fn key_policy_keeps_an_administrator_and_grants_use_only_to_the_right_roles_with_context() {
+    let t = template();
+    let key = resource(&t, "TokenKey");
+    assert_eq!(key["Type"].as_str(), Some("AWS::KMS::Key"));
+    let p = &key["Properties"];
+    assert_eq!(p["EnableKeyRotation"].as_bool(), Some(true), "rotation on");
+    let statements = list(&p["KeyPolicy"]["Statement"]);
+    const CRYPTO: [&str; 5] = [
+        "kms:Encrypt",
+        "kms:Decrypt",
+        "kms:ReEncrypt",
+        "kms:GenerateDataKey",
+        "kms:*",
+    ];
+    let is_crypto = |a: &str| CRYPTO.iter().any(|c| a.starts_with(c)) || a == "kms:CreateGrant";
+
+    let mut admin = false;
+    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for s in &statements {
+        assert_eq!(s["Effect"].as_str(), Some("Allow"), "{s:?}");
+        let actions = strings(&s["Action"]);
+        let principal = &s["Principal"]["AWS"];
+        let root = principal
+            .get("Fn::Sub")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.ends_with(":root"));
+        if root {
+            // The creator must keep the key manageable, or CreateKey refuses the policy.
+            assert!(
+                actions.contains("kms:PutKeyPolicy"),
+                "admin can update the policy"
+            );
+            assert!(
+                actions.contains("kms:ScheduleKeyDeletion"),
+                "admin can retire the key"
+            );
+            assert!(
+                !actions.iter().any(|a| is_crypto(a)),
+                "the admin statement must not open the key to IAM policies or grants: {actions:?}"
+            );
+            admin = true;
+            continue;
+        }
+        assert!(
+            actions
+                .iter()
+                .all(|a| is_crypto(a) && a != "kms:*" && a != "kms:CreateGrant"),
+            "non-admin statements only use the key: {actions:?}"
+        );
+        assert_token_context(&s["Condition"], s["Sid"].as_str().unwrap_or("key policy"));
+        assert_eq!(
+            s["Condition"]["Null"]["kms:EncryptionContext:tenant_id"].as_str(),
+            Some("false"),
+            "tenant_id must be present in the context"
+        );
+        for r in list(principal) {
+            let role = target(&r).unwrap_or_else(|| panic!("key users are template roles: {r:?}"));
+            users
+                .entry(role)
+                .or_default()
+                .extend(actions.iter().cloned());
+        }
+    }
+    assert!(admin, "the key policy keeps an administrator statement");
+    let want: BTreeMap<String, BTreeSet<String>> = [
+        ("ConnectRole", set(&["kms:Encrypt"])),
+        ("TestRole", set(&["kms:Decrypt"])),
+        ("LeadSyncRole", set(&["kms:Decrypt"])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(users, want, "who may use the key, and for what");
+}
+
+#[test]
+fn lead_queue_visibility_redrive_and_event_source_fit_the_consumer() {
+    let t = template();
+    let sync = &function(&t, "lead-sync")["Properties"];
+    let timeout = sync["Timeout"].as_i64().expect("lead-sync Timeout");
+    let q = &resource(&t, "LeadQueue")["Properties"];
+    let dlq = &resource(&t, "DeadLetterQueue")["Properties"];
+    assert_eq!(q["FifoQueue"].as_bool(), Some(true));
+    assert_eq!(
+        dlq["FifoQueue"].as_bool(),
+        Some(true),
+        "a FIFO queue needs a FIFO dead-letter queue"
+    );
+    let visibility = q["VisibilityTimeout"].as_i64().expect("VisibilityTimeout");
+    assert!(
+        visibility >= 6 * timeout,
+        "visibility {visibility}s must be at least 6 x lead-sync's timeout {timeout}s"
+    );
+    assert_eq!(
+        target(&q["RedrivePolicy"]["deadLetterTargetArn"]).as_deref(),
+        Some("DeadLetterQueue")
+    );
+    let max_receive = q["RedrivePolicy"]["maxReceiveCount"]
+        .as_i64()
+        .expect("maxReceiveCount");
+    assert!(
+        max_receive >= 2,
+        "parking happens after maxReceiveCount - 1 attempts"
+    );
+    let env_count = sync["Environment"]["Variables"]["LEAD_QUEUE_MAX_RECEIVE_COUNT"]
+        .as_str()
+        .and_then(|s| s.parse::<i64>().ok());
+    assert_eq!(
+        env_count,
+        Some(max_receive),
+        "LEAD_QUEUE_MAX_RECEIVE_COUNT matches the redrive"
+    );
+    assert_eq!(
+        dlq["MessageRetentionPeriod"].as_i64(),
+        Some(14 * 24 * 3600),
+        "DLQ keeps 14 days"
+    );
+    for (name, props) in [("LeadQueue", q), ("DeadLetterQueue", dlq)] {
+        let sse = props["SqsManagedSseEnabled"].as_bool() == Some(true)
+            || !props["KmsMasterKeyId"].is_null();
+        assert!(sse, "{name} is encrypted at rest");
+    }
+
+    let esms = resource_ids_of_type(&t, "AWS::Lambda::EventSourceMapping");
+    assert_eq!(esms.len(), 1, "one event source mapping");
+    let esm = resource(&t, &esms[0]);
+    let e = &esm["Properties"];
+    assert_eq!(target(&e["EventSourceArn"]).as_deref(), Some("LeadQueue"));
+    assert_eq!(
+        target(&e["FunctionName"]),
+        functions(&t).remove("lead-sync"),
+        "the mapping drives lead-sync"
+    );
+    assert!(
+        strings(&e["FunctionResponseTypes"]).contains("ReportBatchItemFailures"),
+        "partial batch responses are only honoured with ReportBatchItemFailures"
+    );
+    let batch = e["BatchSize"].as_i64().expect("BatchSize");
+    assert!(
+        (1..=10).contains(&batch),
+        "FIFO batch size is at most 10, got {batch}"
+    );
+    assert_eq!(e["ScalingConfig"]["MaximumConcurrency"].as_i64(), Some(2));
+    // Lambda validates the role's SQS permissions when it creates the mapping.
+    let depends: BTreeSet<String> = strings(&esm["DependsOn"]);
+    assert!(
+        depends.contains("LeadSyncPolicy"),
+        "mapping waits for lead-sync's policy"
+    );
+}
+
+#[test]
+fn http_functions_answer_before_api_gateway_gives_up_and_routes_need_a_jwt() {
+    let t = template();
+    let mut routes = BTreeSet::new();
+    for bin in HTTP_FUNCTIONS {
+        let p = &function(&t, bin)["Properties"];
+        let timeout = p["Timeout"].as_i64().expect("Timeout");
+        assert!(
+            timeout < API_GATEWAY_TIMEOUT_SECS,
+            "{bin}: timeout {timeout}s"
+        );
+        let events = p["Events"].as_mapping().expect("Events");
+        for (_, ev) in events {
+            assert_eq!(ev["Type"].as_str(), Some("HttpApi"), "{bin}");
+            let e = &ev["Properties"];
+            assert_eq!(target(&e["ApiId"]).as_deref(), Some("HttpApi"), "{bin}");
+            assert_eq!(e["PayloadFormatVersion"].as_str(), Some("2.0"), "{bin}");
+            assert_eq!(
+                e["Auth"]["Authorizer"].as_str(),
+                Some("JwtAuthorizer"),
+                "{bin}: protected"
+            );
+            routes.insert(format!(
+                "{} {}",
+                e["Method"].as_str().expect("Method"),
+                e["Path"].as_str().expect("Path")
+            ));
+        }
+    }
+    assert_eq!(
+        routes,
+        set(&[
+            "POST /api/bitrix-mcp/connect",
+            "POST /api/bitrix-mcp/test",
+            "POST /api/bitrix-mcp/disconnect",
+            "GET /api/bitrix-mcp/status",
+        ])
+    );
+    assert!(
+        function(&t, "lead-sync")["Properties"]["Events"].is_null(),
+        "lead-sync is reached only through the event source mapping"
+    );
+
+    let api = &resource(&t, "HttpApi")["Properties"];
+    assert_eq!(
+        api["Auth"]["DefaultAuthorizer"].as_str(),
+        Some("JwtAuthorizer")
+    );
+    let jwt = &api["Auth"]["Authorizers"]["JwtAuthorizer"];
+    assert_eq!(
+        jwt["IdentitySource"].as_str(),
+        Some("$request.header.Authorization")
+    );
+    assert_eq!(
+        target(&jwt["JwtConfiguration"]["issuer"]).as_deref(),
+        Some("JwtIssuer")
+    );
+    assert_eq!(
+        target(&jwt["JwtConfiguration"]["audience"]).as_deref(),
+        Some("JwtAudience")
+    );
+    assert_eq!(
+        t["Parameters"]["JwtAudience"]["Type"].as_str(),
+        Some("CommaDelimitedList"),
+        "audience is a list"
+    );
+    assert_eq!(
+        target(&api["CorsConfiguration"]["AllowOrigins"]).as_deref(),
+        Some("CorsAllowedOrigins")
+    );
+}
+
+#[test]
+fn functions_get_the_configuration_their_code_requires() {
+    let t = template();
+    let rows: [(&str, &[&str]); 5] = [
+        (
+            "bitrix-connect",
+            &[
+                "TABLE_NAME",
+                "KMS_KEY_ID",
+                "LEAD_QUEUE_URL",
+                "TENANT_CLAIM",
+                "MCP_ALLOWED_HOSTS",
+            ],
+        ),
+        (
+            "bitrix-test",
+            &[
+                "TABLE_NAME",
+                "KMS_KEY_ID",
+                "LEAD_QUEUE_URL",
+                "TENANT_CLAIM",
+                "MCP_ALLOWED_HOSTS",
+                "TOKEN_CACHE_TTL_SECS",
+            ],
+        ),
+        ("bitrix-disconnect", &["TABLE_NAME", "TENANT_CLAIM"]),
+        ("bitrix-status", &["TABLE_NAME", "TENANT_CLAIM"]),
+        (
+            "lead-sync",
+            &[
+                "TABLE_NAME",
+                "KMS_KEY_ID",
+                "LEAD_QUEUE_URL",
+                "DEAD_LETTER_QUEUE_URL",
+                "LEAD_QUEUE_MAX_RECEIVE_COUNT",
+                "TOKEN_CACHE_TTL_SECS",
+            ],
+        ),
+    ];
+    for (bin, required) in rows {
+        let vars = &function(&t, bin)["Properties"]["Environment"]["Variables"];
+        for v in required {
+            assert!(!vars[*v].is_null(), "{bin}: {v} is set");
+        }
+        assert_eq!(
+            target(&vars["TABLE_NAME"]).as_deref(),
+            Some("Table"),
+            "{bin}"
+        );
+        for (var, res) in [
+            ("KMS_KEY_ID", "TokenKey"),
+            ("LEAD_QUEUE_URL", "LeadQueue"),
+            ("DEAD_LETTER_QUEUE_URL", "DeadLetterQueue"),
+        ] {
+            if !vars[var].is_null() {
+                assert_eq!(target(&vars[var]).as_deref(), Some(res), "{bin}: {var}");
+            }
+        }
+        // The HS256 secret is never in the template: only an SSM dynamic reference, and only
+        // when its parameter is set.
+        let hs = &vars["JWT_HS256_SECRET"];
+        if HTTP_FUNCTIONS.contains(&bin) {
+            let branches = list(&hs["Fn::If"]);
+            assert_eq!(
+                branches.first().and_then(Value::as_str),
+                Some("HasHs256Secret"),
+                "{bin}"
+            );
+            let sub = branches
+                .get(1)
+                .and_then(|b| b["Fn::Sub"].as_str())
+                .unwrap_or_default();
+            assert!(
+                sub.starts_with("{{resolve:ssm:"),
+                "{bin}: JWT secret from SSM, got {sub:?}"
+            );
+            assert_eq!(
+                branches.get(2).and_then(target).as_deref(),
+                Some("AWS::NoValue"),
+                "{bin}"
+            );
+        } else {
+            assert!(hs.is_null(), "{bin} takes no JWT");
+        }
+    }
+}
+
+#[test]
+fn table_has_ttl_pitr_and_encryption() {
+    let t = template();
+    let p = &resource(&t, "Table")["Properties"];
+    assert_eq!(p["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+    let keys: BTreeSet<String> = list(&p["KeySchema"])
+        .iter()
+        .map(|k| {
+            format!(
+                "{}:{}",
+                k["AttributeName"].as_str().unwrap(),
+                k["KeyType"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(keys, set(&["pk:HASH", "sk:RANGE"]));
+    assert_eq!(
+        p["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        Some("expires_at")
+    );
+    assert_eq!(
+        p["TimeToLiveSpecification"]["Enabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(p["SSESpecification"]["SSEEnabled"].as_bool(), Some(true));
+}
+
+#[test]
+fn logs_alarms_outputs_and_checkov_skips_are_in_place() {
+    let t = template();
+    for bin in ALL_FUNCTIONS {
+        let f = &function(&t, bin)["Properties"];
+        let lg =
+            target(&f["LoggingConfig"]["LogGroup"]).unwrap_or_else(|| panic!("{bin}: log group"));
+        let lg = resource(&t, &lg);
+        assert_eq!(lg["Type"].as_str(), Some("AWS::Logs::LogGroup"), "{bin}");
+        assert!(
+            !lg["Properties"]["RetentionInDays"].is_null(),
+            "{bin}: retention"
+        );
+    }
+
+    let alarms: Vec<&Value> = resource_ids_of_type(&t, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|id| &t["Resources"][id.as_str()])
+        .collect();
+    let watched = |metric: &str, dim: &str| -> BTreeSet<String> {
+        alarms
+            .iter()
+            .filter(|a| a["Properties"]["MetricName"].as_str() == Some(metric))
+            .flat_map(|a| list(&a["Properties"]["Dimensions"]))
+            .filter(|d| d["Name"].as_str() == Some(dim))
+            .filter_map(|d| target(&d["Value"]))
+            .collect()
+    };
+    assert!(
+        watched("ApproximateNumberOfMessagesVisible", "QueueName").contains("DeadLetterQueue"),
+        "an alarm watches the dead-letter queue's depth"
+    );
+    let fn_ids: BTreeSet<String> = functions(&t).into_values().collect();
+    assert_eq!(
+        watched("Errors", "FunctionName"),
+        fn_ids,
+        "every function's errors raise an alarm"
+    );
+    for a in &alarms {
+        let actions = &a["Properties"]["AlarmActions"]["Fn::If"];
+        assert_eq!(
+            list(actions).first().and_then(Value::as_str),
+            Some("HasAlarmTopic"),
+            "optional topic"
+        );
+    }
+
+    let outputs = t["Outputs"].as_mapping().expect("Outputs");
+    for o in [
+        "ApiUrl",
+        "LeadQueueUrl",
+        "LeadQueueArn",
+        "DeadLetterQueueUrl",
+        "TableName",
+        "ChatPipelineSendPolicyArn",
+    ] {
+        assert!(outputs.contains_key(o), "output {o}");
+    }
+    let chat = &resource(&t, "ChatPipelineSendPolicy")["Properties"]["PolicyDocument"];
+    let stmts = list(&chat["Statement"]);
+    assert_eq!(stmts.len(), 1);
+    assert_eq!(strings(&stmts[0]["Action"]), set(&["sqs:SendMessage"]));
+    assert_eq!(target(&stmts[0]["Resource"]).as_deref(), Some("LeadQueue"));
+
+    // Every check skipped for checkov is named with its reason, next to the resource.
+    for (id, r) in resources(&t) {
+        for skip in list(&r["Metadata"]["checkov"]["skip"]) {
+            let check = skip["id"].as_str().unwrap_or_default();
+            let why = skip["comment"].as_str().unwrap_or_default();
+            assert!(check.starts_with("CKV_"), "{id:?}: skip names a check");
+            assert!(why.len() > 20, "{id:?}: {check} is skipped with a reason");
+        }
+    }
+}
