@@ -89,7 +89,11 @@ impl Config {
 
     /// Reads configuration through `get`, so tests can pass plain maps.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let opt = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let opt = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let table_name = opt("TABLE_NAME").ok_or(ConfigError::Missing("TABLE_NAME"))?;
         let mcp_allowed_hosts = match opt("MCP_ALLOWED_HOSTS") {
             Some(list) => {
@@ -106,7 +110,10 @@ impl Config {
                 }
                 hosts
             }
-            None => DEFAULT_ALLOWED_HOSTS.iter().map(|h| (*h).to_owned()).collect(),
+            None => DEFAULT_ALLOWED_HOSTS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
         };
         let mcp_allow_loopback = parse_bool("MCP_ALLOW_LOOPBACK", opt("MCP_ALLOW_LOOPBACK"))?;
         let token_cache_ttl = Duration::from_secs(parse_num(

@@ -33,7 +33,12 @@ fn parse_env_file(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter_map(|l| l.strip_prefix("export "))
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches(|c| c == '\'' || c == '"').to_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                v.trim_matches(|c| c == '\'' || c == '"').to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -81,7 +86,8 @@ pub fn moto_endpoint() -> &'static str {
 
 /// SDK configuration pointing at moto_server with static test credentials.
 pub async fn sdk_config() -> SdkConfig {
-    let creds = aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "test");
+    let creds =
+        aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "test");
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(moto_endpoint())
         .region(Region::new("us-east-1"))

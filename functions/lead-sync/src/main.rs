@@ -1,1 +1,16 @@
-fn main() {}
+//! lead-sync: the SQS-triggered consumer of the FIFO lead queue (partial batch responses).
+//! Wiring only; the logic is `shared::sync`.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let processor = shared::sync::batch::lead_sync_from_env().await?;
+    let processor = &processor;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<SqsBatchResponse, Error>(processor.process(event.payload).await)
+    }))
+    .await
+}

@@ -30,7 +30,10 @@ pub fn result_of(out: &ToolOutput) -> Result<Value, McpError> {
     };
     if let Some(obj) = value.as_object() {
         if let Some(err) = obj.get("error").filter(|e| !e.is_null()) {
-            let code = err.as_str().map(str::to_owned).unwrap_or_else(|| err.to_string());
+            let code = err
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| err.to_string());
             let desc = obj
                 .get("error_description")
                 .and_then(Value::as_str)
@@ -142,7 +145,10 @@ mod tests {
             Err(McpError::NotFound)
         ));
         assert!(matches!(
-            result_of(&out(r#"{"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many"}"#, false)),
+            result_of(&out(
+                r#"{"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many"}"#,
+                false
+            )),
             Err(McpError::RateLimited { .. })
         ));
         assert!(matches!(

@@ -107,7 +107,11 @@ fn fill_direct(
             }
             let n = norm(prop);
             if let Some((k, v)) = fields.iter().find(|(k, _)| norm(k) == n) {
-                let v = if k == "PHONE" { single_phone(v) } else { v.clone() };
+                let v = if k == "PHONE" {
+                    single_phone(v)
+                } else {
+                    v.clone()
+                };
                 args.insert(prop.clone(), v);
             }
         }
@@ -245,7 +249,10 @@ mod tests {
             params(json!({"id": 7, "fields": {"NAME": "A"}})),
         )
         .unwrap();
-        assert_eq!(a, json!({"entityTypeId": 1, "id": 7, "fields": {"NAME": "A"}}));
+        assert_eq!(
+            a,
+            json!({"entityTypeId": 1, "id": 7, "fields": {"NAME": "A"}})
+        );
     }
 
     #[test]
@@ -259,12 +266,17 @@ mod tests {
         .unwrap();
         assert_eq!(a, json!({"lead_id": 5, "comment": "hi"}));
 
-        let flat = direct(&["title", "name", "phone", "sourceId", "comments"], &["title"]);
+        let flat = direct(
+            &["title", "name", "phone", "sourceId", "comments"],
+            &["title"],
+        );
         let a = tool_arguments(
             &flat,
             Operation::CreateLead,
-            params(json!({"fields": {"TITLE": "Telegram: Ann", "NAME": "Ann", "SOURCE_ID": "OTHER",
-                "PHONE": [{"VALUE": "+998901234567", "VALUE_TYPE": "WORK"}], "COMMENTS": "x"}})),
+            params(
+                json!({"fields": {"TITLE": "Telegram: Ann", "NAME": "Ann", "SOURCE_ID": "OTHER",
+                "PHONE": [{"VALUE": "+998901234567", "VALUE_TYPE": "WORK"}], "COMMENTS": "x"}}),
+            ),
         )
         .unwrap();
         assert_eq!(
@@ -297,6 +309,9 @@ mod tests {
         let e = tool_arguments(&t, Operation::GetLead, params(json!({"id": 1}))).unwrap_err();
         assert_eq!(e.argument, "deal_id");
         assert!(!direct_fits(Operation::GetLead, &t.kind));
-        assert!(direct_fits(Operation::GetLead, &direct(&["id"], &["id"]).kind));
+        assert!(direct_fits(
+            Operation::GetLead,
+            &direct(&["id"], &["id"]).kind
+        ));
     }
 }

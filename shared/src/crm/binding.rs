@@ -78,9 +78,9 @@ impl Binding {
         Operation::REQUIRED
             .into_iter()
             .filter(|op| {
-                !self.ops.contains_key(op)
-                    && !(*op == Operation::FindByPhone
-                        && self.ops.contains_key(&Operation::ListLeads))
+                let list_can_search =
+                    *op == Operation::FindByPhone && self.ops.contains_key(&Operation::ListLeads);
+                !self.ops.contains_key(op) && !list_can_search
             })
             .collect()
     }
@@ -104,7 +104,9 @@ impl Binding {
                 )
             })
             .collect();
-        let names = |ops: Vec<Operation>| -> Vec<&'static str> { ops.into_iter().map(Operation::key).collect() };
+        let names = |ops: Vec<Operation>| -> Vec<&'static str> {
+            ops.into_iter().map(Operation::key).collect()
+        };
         serde_json::json!({
             "bound": bound,
             "missing_required": names(self.missing_required()),
@@ -204,7 +206,16 @@ const LEAD: &[&str] = &["lead", "лид"];
 const CREATE: &[&str] = &["create", "add", "new", "созда", "добав"];
 const UPDATE: &[&str] = &["update", "edit", "modify", "change", "обнов", "измен"];
 const GET: &[&str] = &["get", "read", "fetch", "show", "details", "получ"];
-const LIST: &[&str] = &["list", "search", "find", "query", "список", "поиск", "найти", "спис"];
+const LIST: &[&str] = &[
+    "list",
+    "search",
+    "find",
+    "query",
+    "список",
+    "поиск",
+    "найти",
+    "спис",
+];
 const COMMENT: &[&str] = &["comment", "timeline", "коммент"];
 const DUPLICATE: &[&str] = &["duplicate", "findbycomm", "dupl", "дубл"];
 const PHONE: &[&str] = &["phone", "телеф"];
@@ -212,8 +223,18 @@ const STATUS: &[&str] = &["status", "source", "stage", "статус"];
 const FIELD: &[&str] = &["field", "fields", "поле", "поля"];
 const USERFIELD: &[&str] = &["userfield", "userfields"];
 const OTHER_ENTITIES: &[&str] = &[
-    "deal", "contact", "company", "task", "invoice", "quote", "product", "user", "сделк",
-    "контакт", "компан", "задач",
+    "deal",
+    "contact",
+    "company",
+    "task",
+    "invoice",
+    "quote",
+    "product",
+    "user",
+    "сделк",
+    "контакт",
+    "компан",
+    "задач",
 ];
 
 /// Normalises a property name for matching: lower case, no `_`/`-`.
@@ -264,7 +285,15 @@ fn as_rest(tool: &ToolInfo) -> Option<ToolKind> {
     let method = find_prop(&props, &["method", "apimethod", "restmethod", "methodname"])?;
     let params = find_prop(
         &props,
-        &["params", "parameters", "args", "arguments", "data", "payload", "body"],
+        &[
+            "params",
+            "parameters",
+            "args",
+            "arguments",
+            "data",
+            "payload",
+            "body",
+        ],
     )?;
     if prop_type(&tool.input_schema, &params).is_some_and(|t| t != "object") {
         return None;
@@ -278,7 +307,10 @@ fn as_rest(tool: &ToolInfo) -> Option<ToolKind> {
 /// An entity-generic CRM tool (`crm_add {entity, fields}`); returns the operation it performs.
 fn as_entity(tool: &ToolInfo) -> Option<(Operation, ToolKind)> {
     let (props, _) = schema_props(&tool.input_schema);
-    let entity = find_prop(&props, &["entity", "entitytype", "entitytypeid", "entityname"])?;
+    let entity = find_prop(
+        &props,
+        &["entity", "entitytype", "entitytypeid", "entityname"],
+    )?;
     let numeric = matches!(
         prop_type(&tool.input_schema, &entity),
         Some("integer" | "number")
@@ -494,16 +526,69 @@ mod tests {
 
     fn lead_tools() -> Vec<ToolInfo> {
         vec![
-            tool("bitrix24_create_lead", "Create a lead (crm.lead.add)", obj(&[("fields", "object")], &["fields"])),
-            tool("bitrix24_update_lead", "Update a lead", obj(&[("id", "integer"), ("fields", "object")], &["id", "fields"])),
-            tool("bitrix24_get_lead", "Get a lead by id", obj(&[("id", "integer")], &["id"])),
-            tool("bitrix24_list_leads", "List leads", obj(&[("filter", "object"), ("select", "array")], &[])),
-            tool("bitrix24_find_duplicates", "Find duplicates by phone", obj(&[("type", "string"), ("values", "array"), ("entity_type", "string")], &["type", "values"])),
-            tool("bitrix24_add_lead_comment", "Add a timeline comment to a lead", obj(&[("lead_id", "integer"), ("comment", "string")], &["lead_id", "comment"])),
-            tool("bitrix24_list_statuses", "List statuses", obj(&[("entity_id", "string")], &["entity_id"])),
-            tool("bitrix24_list_lead_fields", "Describe lead fields", obj(&[], &[])),
-            tool("bitrix24_list_deals", "List deals", obj(&[("filter", "object")], &[])),
-            tool("search_tasks", "Search tasks", obj(&[("query", "string")], &[])),
+            tool(
+                "bitrix24_create_lead",
+                "Create a lead (crm.lead.add)",
+                obj(&[("fields", "object")], &["fields"]),
+            ),
+            tool(
+                "bitrix24_update_lead",
+                "Update a lead",
+                obj(
+                    &[("id", "integer"), ("fields", "object")],
+                    &["id", "fields"],
+                ),
+            ),
+            tool(
+                "bitrix24_get_lead",
+                "Get a lead by id",
+                obj(&[("id", "integer")], &["id"]),
+            ),
+            tool(
+                "bitrix24_list_leads",
+                "List leads",
+                obj(&[("filter", "object"), ("select", "array")], &[]),
+            ),
+            tool(
+                "bitrix24_find_duplicates",
+                "Find duplicates by phone",
+                obj(
+                    &[
+                        ("type", "string"),
+                        ("values", "array"),
+                        ("entity_type", "string"),
+                    ],
+                    &["type", "values"],
+                ),
+            ),
+            tool(
+                "bitrix24_add_lead_comment",
+                "Add a timeline comment to a lead",
+                obj(
+                    &[("lead_id", "integer"), ("comment", "string")],
+                    &["lead_id", "comment"],
+                ),
+            ),
+            tool(
+                "bitrix24_list_statuses",
+                "List statuses",
+                obj(&[("entity_id", "string")], &["entity_id"]),
+            ),
+            tool(
+                "bitrix24_list_lead_fields",
+                "Describe lead fields",
+                obj(&[], &[]),
+            ),
+            tool(
+                "bitrix24_list_deals",
+                "List deals",
+                obj(&[("filter", "object")], &[]),
+            ),
+            tool(
+                "search_tasks",
+                "Search tasks",
+                obj(&[("query", "string")], &[]),
+            ),
         ]
     }
 
@@ -525,30 +610,79 @@ mod tests {
             assert_eq!(b.get(op).unwrap().profile, Profile::LeadTools);
         }
         assert!(b.missing_required().is_empty());
-        assert_eq!(b.missing_optional(), vec![Operation::AddStatus, Operation::AddUserField]);
+        assert_eq!(
+            b.missing_optional(),
+            vec![Operation::AddStatus, Operation::AddUserField]
+        );
     }
 
     #[test]
     fn one_generic_rest_tool_binds_everything() {
         let tools = vec![
-            tool("bitrix24_call_method", "Call any Bitrix24 REST API method", obj(&[("method", "string"), ("params", "object")], &["method"])),
+            tool(
+                "bitrix24_call_method",
+                "Call any Bitrix24 REST API method",
+                obj(&[("method", "string"), ("params", "object")], &["method"]),
+            ),
             tool("deal_category_list", "List deal categories", obj(&[], &[])),
         ];
         let b = discover(&tools, None);
         for op in Operation::ALL {
             let t = b.get(op).unwrap_or_else(|| panic!("{op:?} unbound"));
             assert_eq!(t.tool, "bitrix24_call_method");
-            assert_eq!(t.kind, ToolKind::Rest { method_arg: "method".into(), params_arg: "params".into() });
+            assert_eq!(
+                t.kind,
+                ToolKind::Rest {
+                    method_arg: "method".into(),
+                    params_arg: "params".into()
+                }
+            );
         }
     }
 
     #[test]
     fn entity_generic_tools_bind_lead_crud() {
         let tools = vec![
-            tool("crm_get", "Get a CRM item", obj(&[("entity", "string"), ("id", "integer")], &["entity", "id"])),
-            tool("crm_list", "List CRM items", obj(&[("entity", "string"), ("filter", "object"), ("select", "array")], &["entity"])),
-            tool("crm_add", "Add a CRM item", obj(&[("entity", "string"), ("fields", "object")], &["entity", "fields"])),
-            tool("crm_update", "Update a CRM item", obj(&[("entity", "string"), ("id", "integer"), ("fields", "object")], &["entity", "id", "fields"])),
+            tool(
+                "crm_get",
+                "Get a CRM item",
+                obj(
+                    &[("entity", "string"), ("id", "integer")],
+                    &["entity", "id"],
+                ),
+            ),
+            tool(
+                "crm_list",
+                "List CRM items",
+                obj(
+                    &[
+                        ("entity", "string"),
+                        ("filter", "object"),
+                        ("select", "array"),
+                    ],
+                    &["entity"],
+                ),
+            ),
+            tool(
+                "crm_add",
+                "Add a CRM item",
+                obj(
+                    &[("entity", "string"), ("fields", "object")],
+                    &["entity", "fields"],
+                ),
+            ),
+            tool(
+                "crm_update",
+                "Update a CRM item",
+                obj(
+                    &[
+                        ("entity", "string"),
+                        ("id", "integer"),
+                        ("fields", "object"),
+                    ],
+                    &["entity", "id", "fields"],
+                ),
+            ),
         ];
         let b = discover(&tools, None);
         assert_eq!(b.get(Operation::CreateLead).unwrap().tool, "crm_add");
@@ -556,14 +690,29 @@ mod tests {
         assert_eq!(b.get(Operation::GetLead).unwrap().tool, "crm_get");
         assert_eq!(b.get(Operation::ListLeads).unwrap().tool, "crm_list");
         // no duplicate tool, but the list tool can search by PHONE
-        assert!(b.missing_required().is_empty(), "{:?}", b.missing_required());
+        assert!(
+            b.missing_required().is_empty(),
+            "{:?}",
+            b.missing_required()
+        );
     }
 
     #[test]
     fn russian_descriptions_and_camel_case_names_are_read() {
         let tools = vec![
-            tool("b24Tool1", "Создать лид в CRM", obj(&[("fields", "object")], &["fields"])),
-            tool("b24Tool2", "Обновить лид", obj(&[("id", "integer"), ("fields", "object")], &["id", "fields"])),
+            tool(
+                "b24Tool1",
+                "Создать лид в CRM",
+                obj(&[("fields", "object")], &["fields"]),
+            ),
+            tool(
+                "b24Tool2",
+                "Обновить лид",
+                obj(
+                    &[("id", "integer"), ("fields", "object")],
+                    &["id", "fields"],
+                ),
+            ),
             tool("getLead", "", obj(&[("id", "integer")], &["id"])),
         ];
         let b = discover(&tools, None);
@@ -577,33 +726,64 @@ mod tests {
     fn read_only_servers_report_what_is_missing() {
         let tools = vec![
             tool("deal_category_list", "List deal categories", obj(&[], &[])),
-            tool("get_task_by_id", "Get a task", obj(&[("id", "integer")], &["id"])),
-            tool("bitrix24_get_lead", "Get a lead", obj(&[("id", "integer")], &["id"])),
+            tool(
+                "get_task_by_id",
+                "Get a task",
+                obj(&[("id", "integer")], &["id"]),
+            ),
+            tool(
+                "bitrix24_get_lead",
+                "Get a lead",
+                obj(&[("id", "integer")], &["id"]),
+            ),
         ];
         let b = discover(&tools, None);
         assert_eq!(
             b.missing_required(),
-            vec![Operation::FindByPhone, Operation::CreateLead, Operation::UpdateLead]
+            vec![
+                Operation::FindByPhone,
+                Operation::CreateLead,
+                Operation::UpdateLead
+            ]
         );
         let report = b.report();
-        assert_eq!(report["missing_required"], json!(["find_by_phone", "create_lead", "update_lead"]));
+        assert_eq!(
+            report["missing_required"],
+            json!(["find_by_phone", "create_lead", "update_lead"])
+        );
         assert_eq!(report["bound"]["get_lead"]["tool"], "bitrix24_get_lead");
     }
 
     #[test]
     fn configuration_wins_and_names_must_exist() {
         let mut tools = lead_tools();
-        tools.push(tool("my_lead_maker", "makes things", obj(&[("fields", "object")], &["fields"])));
-        let map = ToolMap::parse(r#"{"create_lead": "my_lead_maker", "get_lead": {"tool": "nope", "kind": "direct"}}"#).unwrap();
+        tools.push(tool(
+            "my_lead_maker",
+            "makes things",
+            obj(&[("fields", "object")], &["fields"]),
+        ));
+        let map = ToolMap::parse(
+            r#"{"create_lead": "my_lead_maker", "get_lead": {"tool": "nope", "kind": "direct"}}"#,
+        )
+        .unwrap();
         let b = discover(&tools, Some(&map));
         assert_eq!(b.get(Operation::CreateLead).unwrap().tool, "my_lead_maker");
-        assert_eq!(b.get(Operation::CreateLead).unwrap().profile, Profile::Config);
-        assert!(b.get(Operation::GetLead).is_none(), "a configured but absent tool is not replaced");
+        assert_eq!(
+            b.get(Operation::CreateLead).unwrap().profile,
+            Profile::Config
+        );
+        assert!(
+            b.get(Operation::GetLead).is_none(),
+            "a configured but absent tool is not replaced"
+        );
         for (raw, why) in [
             ("[]", "not an object"),
             (r#"{"make_coffee": "x"}"#, "unknown operation"),
             (r#"{"create_lead": 3}"#, "bad entry"),
-            (r#"{"create_lead": {"tool": "x", "kind": "magic"}}"#, "bad kind"),
+            (
+                r#"{"create_lead": {"tool": "x", "kind": "magic"}}"#,
+                "bad kind",
+            ),
         ] {
             assert!(ToolMap::parse(raw).is_err(), "{why}");
         }

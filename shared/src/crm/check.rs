@@ -141,11 +141,17 @@ fn jwt_portal_claim(token: &str) -> Option<String> {
         .decode(payload.trim_end_matches('='))
         .ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    ["domain", "portal", "member_id", "client_endpoint", "portal_url"]
-        .iter()
-        .find_map(|k| claims.get(*k).and_then(Value::as_str))
-        .filter(|v| v.len() <= 200)
-        .map(|v| v.to_ascii_lowercase())
+    [
+        "domain",
+        "portal",
+        "member_id",
+        "client_endpoint",
+        "portal_url",
+    ]
+    .iter()
+    .find_map(|k| claims.get(*k).and_then(Value::as_str))
+    .filter(|v| v.len() <= 200)
+    .map(|v| v.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -160,7 +166,10 @@ mod tests {
         let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(br#"{"domain":"Acme.bitrix24.com","sub":"1"}"#);
         let jwt = SecretToken::new(format!("eyJhbGciOiJIUzI1NiJ9.{claims}.sig"));
-        assert_eq!(portal_identity(&url, "b24", &jwt), "portal:acme.bitrix24.com");
+        assert_eq!(
+            portal_identity(&url, "b24", &jwt),
+            "portal:acme.bitrix24.com"
+        );
         let opaque = SecretToken::new("opaque-token-123".into());
         let local = Url::parse("http://127.0.0.1:4000/mcp/").unwrap();
         assert_eq!(
@@ -173,8 +182,15 @@ mod tests {
     #[test]
     fn missing_operations_are_named_for_a_person() {
         let e = CheckError::Missing(vec![Operation::CreateLead]);
-        assert_eq!(e.to_string(), "this Bitrix24 MCP server offers no tool to create leads");
-        let e = CheckError::Missing(vec![Operation::FindByPhone, Operation::CreateLead, Operation::UpdateLead]);
+        assert_eq!(
+            e.to_string(),
+            "this Bitrix24 MCP server offers no tool to create leads"
+        );
+        let e = CheckError::Missing(vec![
+            Operation::FindByPhone,
+            Operation::CreateLead,
+            Operation::UpdateLead,
+        ]);
         assert_eq!(
             e.to_string(),
             "this Bitrix24 MCP server offers no tool to find leads by phone, create leads or update leads"

@@ -190,7 +190,11 @@ impl<'a> Crm<'a> {
                     .and_then(Value::as_str)
                     .is_none_or(|e| e == entity)
             })
-            .filter_map(|row| row.get("STATUS_ID").and_then(Value::as_str).map(str::to_owned))
+            .filter_map(|row| {
+                row.get("STATUS_ID")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .collect())
     }
 
@@ -234,9 +238,10 @@ impl<'a> Crm<'a> {
         if self.has(Operation::LeadFields) {
             match self.lead_field_names().await {
                 Ok(names) => {
-                    caps.has_teleagent_user_fields = ["UF_CRM_TELEAGENT_SCORE", "UF_CRM_TELEAGENT_HOTNESS"]
-                        .iter()
-                        .all(|f| names.iter().any(|n| n == f));
+                    caps.has_teleagent_user_fields =
+                        ["UF_CRM_TELEAGENT_SCORE", "UF_CRM_TELEAGENT_HOTNESS"]
+                            .iter()
+                            .all(|f| names.iter().any(|n| n == f));
                 }
                 Err(CrmError::Mcp(e @ McpError::Unauthorized { .. })) => return Err(e.into()),
                 Err(_) => {}

@@ -2,12 +2,15 @@
 //! values last sent, so an update sends only what changed without reading the lead first
 //! (design.md §4 steps 4-6).
 
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::ReturnValue;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::Store;
 use super::error::{StoreError, from_sdk};
-use super::item::{Item, Reader, json_av, key, n, s, time_av};
+use super::item::{Item, Reader, epoch, json_av, key, n, s, time_av};
 use crate::tenant::TenantId;
 
 /// The link from a customer to their lead in one portal.
@@ -22,6 +25,68 @@ pub struct LeadLink {
     pub last_event_at: OffsetDateTime,
     /// Field values last sent, by Bitrix24 field name.
     pub sent: Map<String, Value>,
+}
+
+/// Sync's bookkeeping kept on the link item beside [`LeadLink`] (added for the sync engine;
+/// [`Store::get_link`]/[`Store::put_link`] ignore it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LinkMeta {
+    /// When the lead was last seen as we believe it is: a `get`, or our own create/update.
+    pub verified_at: Option<OffsetDateTime>,
+    /// The notes last written to the lead (notes are history: only new notes are added).
+    pub notes_sent: Option<String>,
+}
+
+/// What the `LEAD#` item holds: a link, or a create lock ("creating" state) of a consumer that
+/// is creating the lead (or crashed while doing so).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LinkState {
+    Linked(LeadLink, LinkMeta),
+    Creating {
+        portal_id: String,
+        until: OffsetDateTime,
+    },
+}
+
+/// The result of [`Store::claim_lead_create`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum CreateClaim {
+    /// This consumer may search and create. `resumed`: the item was already in the creating
+    /// state (an earlier attempt may have created the lead before failing to link it).
+    Claimed { resumed: bool },
+    /// Another consumer holds the create lock until `until`.
+    Held { until: OffsetDateTime },
+    /// The lead got linked (same portal) since the caller last read the item.
+    Linked(LeadLink, LinkMeta),
+}
+
+/// Marks the creating state: the create lock's lease end, epoch milliseconds.
+const CREATE_LEASE: &str = "create_lease_until_ms";
+/// A creating marker left by a crash outlives retries and parking, then vanishes.
+const CREATING_TTL: time::Duration = time::Duration::days(30);
+/// Claim attempts when the item changes between the failed put and the read that explains it.
+const CREATE_CLAIM_ATTEMPTS: usize = 3;
+
+fn epoch_ms(t: OffsetDateTime) -> i128 {
+    t.unix_timestamp_nanos() / 1_000_000
+}
+
+fn link_state(item: &Item) -> Result<LinkState, StoreError> {
+    let r = Reader::new(item, "lead link");
+    if item.contains_key(CREATE_LEASE) {
+        let ms: i128 = r.n(CREATE_LEASE)?;
+        let until = OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000)
+            .map_err(|_| StoreError::corrupt("lead link create lease out of range"))?;
+        return Ok(LinkState::Creating {
+            portal_id: r.s("portal_id")?.to_owned(),
+            until,
+        });
+    }
+    let meta = LinkMeta {
+        verified_at: r.opt_time("verified_at")?,
+        notes_sent: r.opt_s("notes_sent")?.map(str::to_owned),
+    };
+    Ok(LinkState::Linked(LeadLink::try_from(item)?, meta))
 }
 
 fn sort_key(customer_id: &str) -> String {
@@ -53,11 +118,24 @@ impl TryFrom<&Item> for LeadLink {
 }
 
 impl Store {
+    /// The link, or `None` when there is none or only a create lock.
     pub async fn get_link(
         &self,
         t: &TenantId,
         customer_id: &str,
     ) -> Result<Option<LeadLink>, StoreError> {
+        Ok(match self.get_link_state(t, customer_id).await? {
+            Some(LinkState::Linked(link, _)) => Some(link),
+            _ => None,
+        })
+    }
+
+    /// The `LEAD#` item whole: link with its sync bookkeeping, or a create lock.
+    pub async fn get_link_state(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+    ) -> Result<Option<LinkState>, StoreError> {
         let out = self
             .ddb
             .get_item()
@@ -67,12 +145,22 @@ impl Store {
             .send()
             .await
             .map_err(from_sdk)?;
-        out.item.as_ref().map(LeadLink::try_from).transpose()
+        out.item.as_ref().map(link_state).transpose()
     }
 
     /// Writes the link whole. Unconditional: events of one customer are one FIFO group, so only
     /// one consumer writes a given link at a time.
     pub async fn put_link(&self, t: &TenantId, link: &LeadLink) -> Result<(), StoreError> {
+        self.put_link_with(t, link, &LinkMeta::default()).await
+    }
+
+    /// Writes the link whole with sync's bookkeeping; a create lock on the item is replaced.
+    pub async fn put_link_with(
+        &self,
+        t: &TenantId,
+        link: &LeadLink,
+        meta: &LinkMeta,
+    ) -> Result<(), StoreError> {
         let mut item = key(t.partition_key(), sort_key(&link.customer_id));
         item.insert("customer_id".into(), s(link.customer_id.as_str()));
         item.insert("lead_id".into(), n(link.lead_id));
@@ -82,6 +170,12 @@ impl Store {
         }
         item.insert("last_event_at".into(), time_av(link.last_event_at)?);
         item.insert("sent".into(), json_av(&Value::Object(link.sent.clone())));
+        if let Some(v) = meta.verified_at {
+            item.insert("verified_at".into(), time_av(v)?);
+        }
+        if let Some(notes) = &meta.notes_sent {
+            item.insert("notes_sent".into(), s(notes.as_str()));
+        }
         self.ddb
             .put_item()
             .table_name(&self.table)
@@ -102,5 +196,104 @@ impl Store {
             .await
             .map_err(from_sdk)?;
         Ok(())
+    }
+
+    /// Takes the per-customer create lock: a conditional put of the `LEAD#` item in the creating
+    /// state, allowed when the item is absent, is a create lock whose lease ended, or links a
+    /// lead of another portal. Two consumers of one customer therefore never both create.
+    #[tracing::instrument(skip_all, fields(tenant_id = %t, customer_id = %customer_id))]
+    pub async fn claim_lead_create(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+        portal_id: &str,
+        lease: Duration,
+        now: OffsetDateTime,
+    ) -> Result<CreateClaim, StoreError> {
+        for _ in 0..CREATE_CLAIM_ATTEMPTS {
+            let mut item = key(t.partition_key(), sort_key(customer_id));
+            item.insert("customer_id".into(), s(customer_id));
+            item.insert("portal_id".into(), s(portal_id));
+            item.insert(CREATE_LEASE.into(), n(epoch_ms(now + lease)));
+            item.insert("expires_at".into(), epoch(now + CREATING_TTL));
+            let res = self
+                .ddb
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(
+                    "attribute_not_exists(pk) OR (attribute_exists(#cl) AND #cl < :now) \
+                     OR (attribute_not_exists(#cl) AND portal_id <> :portal)",
+                )
+                .expression_attribute_names("#cl", CREATE_LEASE)
+                .expression_attribute_values(":now", n(epoch_ms(now)))
+                .expression_attribute_values(":portal", s(portal_id))
+                .return_values(ReturnValue::AllOld)
+                .send()
+                .await
+                .map_err(from_sdk);
+            match res {
+                Ok(out) => {
+                    let resumed = out
+                        .attributes
+                        .is_some_and(|old| old.contains_key(CREATE_LEASE));
+                    return Ok(CreateClaim::Claimed { resumed });
+                }
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e),
+            }
+            match self.get_link_state(t, customer_id).await? {
+                Some(LinkState::Creating { until, .. }) if until >= now => {
+                    return Ok(CreateClaim::Held { until });
+                }
+                Some(LinkState::Linked(link, meta)) if link.portal_id == portal_id => {
+                    return Ok(CreateClaim::Linked(link, meta));
+                }
+                // Changed between the put and the read: try again.
+                _ => {}
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Gives the create lock back. `keep_marker`: a create call was attempted, so the item stays
+    /// in the creating state with an ended lease (the next attempt resumes by searching
+    /// `ORIGIN_ID` first); otherwise the lock item is deleted. A link written meanwhile is kept.
+    pub async fn release_lead_create(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+        keep_marker: bool,
+    ) -> Result<(), StoreError> {
+        let k = key(t.partition_key(), sort_key(customer_id));
+        let res = if keep_marker {
+            self.ddb
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(k))
+                .update_expression("SET #cl = :zero")
+                .condition_expression("attribute_exists(#cl)")
+                .expression_attribute_names("#cl", CREATE_LEASE)
+                .expression_attribute_values(":zero", n(0))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(from_sdk)
+        } else {
+            self.ddb
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(k))
+                .condition_expression("attribute_exists(#cl)")
+                .expression_attribute_names("#cl", CREATE_LEASE)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(from_sdk)
+        };
+        match res {
+            Ok(()) | Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -25,7 +25,7 @@ pub use budget::{BucketDecision, bucket_take};
 pub use error::StoreError;
 pub use events::Claim;
 pub use integration::{Integration, NewConnection, RateParams, SyncStatus};
-pub use links::LeadLink;
+pub use links::{CreateClaim, LeadLink, LinkMeta, LinkState};
 pub use parked::ParkedEvent;
 
 /// The single-table store. Cheap to clone: the client and the request counter are shared.

@@ -1,8 +1,12 @@
 //! One integration-test binary: one link step, shared statics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod batch;
+mod events;
+mod http_api;
 mod mcp_client;
 mod sandbox;
 mod store;
+mod sync;
 mod template;
 mod vault;

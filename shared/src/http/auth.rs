@@ -1,0 +1,298 @@
+//! Who is calling: the tenant id from a VERIFIED JWT, never from the body, a query or an
+//! unverified header (design.md §2). Two verifiers, both first-class:
+//! - API Gateway's JWT authorizer: it verified the token; its claims arrive in the request context
+//!   as strings (a nested object claim arrives as a JSON string);
+//! - `JWT_HS256_SECRET`: when set and no authorizer context is present (local runs under
+//!   `cargo lambda watch`, or a route without an authorizer), the function verifies
+//!   `Authorization: Bearer <JWT>` itself: HS256 only, signature, `exp` and `nbf`.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::tenant::TenantId;
+
+/// Clock skew tolerated on `exp`/`nbf`; small, because a token past its `exp` must stop working.
+const LEEWAY_SECS: u64 = 30;
+
+/// Why no tenant could be established. Texts are safe to return (they never echo the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Neither authorizer claims nor (when allowed) a bearer token.
+    #[error("no credentials; send Authorization: Bearer <JWT>")]
+    Missing,
+    /// The `Authorization` header is not `Bearer <token>`.
+    #[error("the Authorization header must be 'Bearer <JWT>'")]
+    BadHeader,
+    /// The bearer JWT failed verification (signature, algorithm, `exp`, `nbf`, format).
+    #[error("the token is invalid or expired")]
+    InvalidToken { kind: String },
+    /// The verified claims have no usable tenant claim.
+    #[error("the token carries no {claim} claim")]
+    NoTenantClaim { claim: String },
+    /// The tenant claim is present but not a valid tenant id.
+    #[error("the token's tenant claim is not a valid tenant id")]
+    BadTenant,
+}
+
+/// The tenant of this request (design.md §2). With authorizer JWT claims present they are the
+/// only source (no fallback to a bearer token the gateway did not check); otherwise the bearer
+/// JWT is verified with `JWT_HS256_SECRET` when configured; otherwise 401.
+pub fn tenant_from_request(req: &Request, cfg: &Config) -> Result<TenantId, AuthError> {
+    if let Some(claims) = authorizer_claims(req) {
+        let raw = claim_from_strings(claims, &cfg.tenant_claim).ok_or_else(|| {
+            AuthError::NoTenantClaim {
+                claim: cfg.tenant_claim.clone(),
+            }
+        })?;
+        return TenantId::parse(&raw).map_err(|_| AuthError::BadTenant);
+    }
+    let Some(secret) = cfg.jwt_hs256_secret.as_ref() else {
+        return Err(AuthError::Missing);
+    };
+    let header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            let (scheme, rest) = h.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthError::BadHeader)?;
+    tenant_from_hs256(token, secret.expose().as_bytes(), &cfg.tenant_claim)
+}
+
+/// The JWT authorizer's claims, when the request context has them. `request_context_ref` (not
+/// `request_context`, which panics without a context: facts §6).
+fn authorizer_claims(req: &Request) -> Option<&HashMap<String, String>> {
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => {
+            ctx.authorizer.as_ref()?.jwt.as_ref().map(|j| &j.claims)
+        }
+        _ => None,
+    }
+}
+
+/// Verifies an HS256 JWT (signature, `exp` required, `nbf` when present, 30 s leeway; the
+/// algorithm is fixed, so `none` or RS256 headers are refused) and reads the tenant claim.
+pub fn tenant_from_hs256(token: &str, secret: &[u8], claim: &str) -> Result<TenantId, AuthError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp"]);
+    // Supabase tokens carry `aud: "authenticated"`; the tenant claim, not the audience, is what
+    // scopes access here, and no audience is configured.
+    validation.validate_aud = false;
+    let data = jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(secret), &validation)
+        .map_err(|e| AuthError::InvalidToken {
+            kind: format!("{:?}", e.kind()),
+        })?;
+    let raw = claim_from_value(&data.claims, claim).ok_or_else(|| AuthError::NoTenantClaim {
+        claim: claim.to_owned(),
+    })?;
+    TenantId::parse(&raw).map_err(|_| AuthError::BadTenant)
+}
+
+/// Follows a dotted path (`app_metadata.tenant_id`) through JSON claims; a string or number leaf.
+pub fn claim_from_value(claims: &Value, path: &str) -> Option<String> {
+    let mut cur = claims;
+    for part in path.split('.') {
+        cur = cur.get(part)?;
+    }
+    leaf(cur)
+}
+
+/// Follows a dotted path through API Gateway's string claims: the whole path may be a key, or a
+/// prefix is a key whose value is a JSON object string holding the rest of the path.
+pub fn claim_from_strings(claims: &HashMap<String, String>, path: &str) -> Option<String> {
+    if let Some(v) = claims.get(path) {
+        return Some(v.clone()).filter(|v| !v.trim().is_empty());
+    }
+    path.match_indices('.').find_map(|(i, _)| {
+        let nested: Value = serde_json::from_str(claims.get(&path[..i])?).ok()?;
+        claim_from_value(&nested, &path[i + 1..])
+    })
+}
+
+fn leaf(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"test-secret-at-least-32-bytes-long!!";
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    fn sign(claims: Value, alg: Algorithm, key: &[u8]) -> String {
+        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(key)).unwrap()
+    }
+
+    /// Expected outcome of a row: the tenant id, or a predicate on the error.
+    type Want = Result<&'static str, fn(&AuthError) -> bool>;
+
+    #[test]
+    fn hs256_cases() {
+        let t = now();
+        let ok = |c: Value| sign(c, Algorithm::HS256, SECRET);
+        let rows: Vec<(String, &str, Want, &str)> = vec![
+            (
+                ok(json!({"tenant_id": "t-1", "exp": t + 60})),
+                "tenant_id",
+                Ok("t-1"),
+                "valid token",
+            ),
+            (
+                ok(json!({"app_metadata": {"tenant_id": "t-2"}, "exp": t + 60})),
+                "app_metadata.tenant_id",
+                Ok("t-2"),
+                "dotted claim",
+            ),
+            (
+                ok(json!({"tenant_id": "t-1", "exp": t - 120})),
+                "tenant_id",
+                Err(|e| matches!(e, AuthError::InvalidToken { .. })),
+                "expired beyond leeway",
+            ),
+            (
+                ok(json!({"tenant_id": "t-1", "exp": t - 10})),
+                "tenant_id",
+                Ok("t-1"),
+                "expired within 30 s leeway",
+            ),
+            (
+                ok(json!({"tenant_id": "t-1", "exp": t + 600, "nbf": t + 300})),
+                "tenant_id",
+                Err(|e| matches!(e, AuthError::InvalidToken { .. })),
+                "nbf in the future",
+            ),
+            (
+                ok(json!({"tenant_id": "t-1"})),
+                "tenant_id",
+                Err(|e| matches!(e, AuthError::InvalidToken { .. })),
+                "no exp",
+            ),
+            (
+                sign(
+                    json!({"tenant_id": "t-1", "exp": t + 60}),
+                    Algorithm::HS256,
+                    b"another-secret-another-secret-xx",
+                ),
+                "tenant_id",
+                Err(|e| matches!(e, AuthError::InvalidToken { .. })),
+                "wrong key",
+            ),
+            (
+                sign(
+                    json!({"tenant_id": "t-1", "exp": t + 60}),
+                    Algorithm::HS512,
+                    SECRET,
+                ),
+                "tenant_id",
+                Err(|e| matches!(e, AuthError::InvalidToken { .. })),
+                "HS512 not accepted",
+            ),
+            (
+                ok(json!({"sub": "u", "exp": t + 60})),
+                "tenant_id",
+                Err(|e| matches!(e, AuthError::NoTenantClaim { .. })),
+                "no tenant claim",
+            ),
+            (
+                ok(json!({"tenant_id": "a#b", "exp": t + 60})),
+                "tenant_id",
+                Err(|e| *e == AuthError::BadTenant),
+                "tenant id forging a key",
+            ),
+            (
+                "not.a.jwt".to_owned(),
+                "tenant_id",
+                Err(|e| matches!(e, AuthError::InvalidToken { .. })),
+                "garbage",
+            ),
+        ];
+        for (token, claim, want, why) in rows {
+            let got = tenant_from_hs256(&token, SECRET, claim);
+            match (want, got) {
+                (Ok(id), Ok(t)) => assert_eq!(t.as_str(), id, "{why}"),
+                (Err(pred), Err(e)) => assert!(pred(&e), "{why}: {e:?}"),
+                (w, g) => panic!("{why}: wanted ok={} got {g:?}", w.is_ok()),
+            }
+        }
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let t = now();
+        let b64 = |v: &Value| base64_url(v.to_string().as_bytes());
+        let token = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "typ": "JWT"})),
+            b64(&json!({"tenant_id": "t-1", "exp": t + 60}))
+        );
+        assert!(matches!(
+            tenant_from_hs256(&token, SECRET, "tenant_id"),
+            Err(AuthError::InvalidToken { .. })
+        ));
+    }
+
+    fn base64_url(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn string_claims_with_nested_json() {
+        let claims = HashMap::from([
+            ("tenant_id".to_owned(), "flat".to_owned()),
+            (
+                "app_metadata".to_owned(),
+                r#"{"tenant_id":"nested","n":{"id":7}}"#.to_owned(),
+            ),
+            ("custom.dotted".to_owned(), "whole-key".to_owned()),
+            ("blank".to_owned(), " ".to_owned()),
+        ]);
+        for (path, want, why) in [
+            ("tenant_id", Some("flat"), "flat claim"),
+            (
+                "app_metadata.tenant_id",
+                Some("nested"),
+                "object claim sent as a JSON string",
+            ),
+            ("app_metadata.n.id", Some("7"), "deeper number leaf"),
+            ("custom.dotted", Some("whole-key"), "a key containing dots"),
+            ("app_metadata.missing", None, "absent nested key"),
+            ("blank", None, "blank value is no claim"),
+            ("nope", None, "absent"),
+        ] {
+            assert_eq!(claim_from_strings(&claims, path).as_deref(), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn errors_never_echo_the_token() {
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJ0ZW5hbnRfaWQiOiJ4In0.c2VjcmV0LXNpZw";
+        let e = tenant_from_hs256(token, SECRET, "tenant_id").unwrap_err();
+        assert!(!e.to_string().contains("c2VjcmV0") && !format!("{e:?}").contains("c2VjcmV0"));
+    }
+}

@@ -1,0 +1,117 @@
+//! The HTTP API of design.md §2 (`/api/bitrix-mcp/{connect,test,disconnect,status}`), served by
+//! four Lambda functions behind API Gateway HTTP API (payload v2) through `lambda_http`.
+//!
+//! `app` is the state built once per container, `auth` turns a request into a [`TenantId`]
+//! (authorizer claims or an HS256 bearer JWT), `error` is the ONE place where failures become
+//! responses, and one file per route holds that route's rules. Every handler answers JSON and never
+//! returns `Err` to the runtime: a runtime error would become API Gateway's non-JSON 502.
+//!
+//! [`TenantId`]: crate::tenant::TenantId
+
+pub mod app;
+pub mod auth;
+mod connect;
+mod disconnect;
+pub mod error;
+mod status;
+mod test;
+
+use lambda_http::{Body, Request, Response};
+
+pub use app::{App, AppError};
+pub use auth::AuthError;
+pub use connect::connection_failure_reason;
+pub use error::ApiError;
+
+/// Largest request body accepted (the connect body is two short strings); larger -> 413.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Deadline of the whole live check, kept under API Gateway's 29 s so nothing is stored after the
+/// web UI gave up (design.md §2).
+pub const LIVE_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The four routes; each function serves one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Connect,
+    Test,
+    Disconnect,
+    Status,
+}
+
+impl Route {
+    /// The HTTP method the route accepts; anything else is 405.
+    pub fn method(self) -> http::Method {
+        match self {
+            Self::Status => http::Method::GET,
+            Self::Connect | Self::Test | Self::Disconnect => http::Method::POST,
+        }
+    }
+
+    /// The route's path under the API (as in `infra/openapi.yaml`).
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Connect => "/api/bitrix-mcp/connect",
+            Self::Test => "/api/bitrix-mcp/test",
+            Self::Disconnect => "/api/bitrix-mcp/disconnect",
+            Self::Status => "/api/bitrix-mcp/status",
+        }
+    }
+}
+
+/// Serves one request of `route`. Always a JSON response; the `Result` only satisfies
+/// `lambda_http::run`'s service bound and is never `Err`.
+pub async fn handle(
+    app: &App,
+    route: Route,
+    req: Request,
+) -> Result<Response<Body>, lambda_http::Error> {
+    let result = match route {
+        Route::Connect => connect::connect(app, req).await,
+        Route::Test => test::test(app, req).await,
+        Route::Disconnect => disconnect::disconnect(app, req).await,
+        Route::Status => status::status(app, req).await,
+    };
+    Ok(result.unwrap_or_else(|e| e.into_response()))
+}
+
+/// The checks every route does first, in this order: method (405), tenant (401), body size (413).
+/// Returns the tenant and the body bytes.
+fn admit(
+    app: &App,
+    route: Route,
+    req: &Request,
+) -> Result<(crate::tenant::TenantId, Vec<u8>), ApiError> {
+    if req.method() != route.method() {
+        return Err(ApiError::MethodNotAllowed {
+            allowed: route.method(),
+        });
+    }
+    let tenant = auth::tenant_from_request(req, &app.config)?;
+    tracing::Span::current().record("tenant_id", tenant.as_str());
+    let body: &[u8] = match req.body() {
+        Body::Empty => &[],
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => &[],
+    };
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    Ok((tenant, body.to_vec()))
+}
+
+/// Re-sends the tenant's parked events to the lead queue after a successful connect or test
+/// (design.md §4). A failure is logged and never fails the request: the events stay parked and
+/// the next successful test retries.
+async fn replay(app: &App, tenant: &crate::tenant::TenantId) {
+    let Some(queue) = app.config.lead_queue_url.as_deref() else {
+        tracing::warn!("LEAD_QUEUE_URL is not set; parked events stay parked");
+        return;
+    };
+    match crate::parking::replay_parked(&app.store, &app.sqs, queue, tenant).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(replayed = n, "parked events re-sent to the lead queue"),
+        Err(e) => tracing::warn!(error = ?e, "parked events not re-sent; they stay parked"),
+    }
+}

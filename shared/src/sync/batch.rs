@@ -1,0 +1,370 @@
+//! The SQS side of lead-sync: one FIFO batch in, a partial batch response out.
+//!
+//! Ordering rule (facts §6): AWS's guide stops at the first failure and reports every later message
+//! of the batch. We fail only the later messages of the failed *group* instead (what AWS Powertools
+//! calls `skip_group_on_error`): each group keeps its order, and other tenants' and customers'
+//! groups go on. Groups run concurrently; inside a group, messages run one after the other.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::MessageAttributeValue;
+use futures::StreamExt;
+use tracing::Instrument;
+
+use super::Outcome;
+use crate::events::LeadEvent;
+
+/// Most groups handled at once by one invocation. Groups of one tenant share its portal's rate
+/// budget, so more would only wait on it.
+const MAX_CONCURRENT_GROUPS: usize = 8;
+/// SQS caps a message's visibility timeout at 12 hours.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+/// SQS message attribute values are bounded; reasons are short sentences anyway.
+const MAX_REASON_LEN: usize = 512;
+
+/// What lead-sync does with one valid event (the sync engine; tests may script it).
+pub trait EventHandler: Send + Sync {
+    fn handle<'a>(
+        &'a self,
+        event: &'a LeadEvent,
+        body: &'a str,
+        receive_count: u32,
+    ) -> impl Future<Output = Outcome> + Send + 'a;
+}
+
+impl EventHandler for super::SyncEngine {
+    fn handle<'a>(
+        &'a self,
+        event: &'a LeadEvent,
+        body: &'a str,
+        receive_count: u32,
+    ) -> impl Future<Output = Outcome> + Send + 'a {
+        super::SyncEngine::handle(self, event, body, receive_count)
+    }
+}
+
+/// Handles SQS batches for the lead queue: the engine per event, the dead-letter queue for
+/// invalid events and refused data, visibility for retries.
+pub struct BatchProcessor<H> {
+    handler: H,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: Option<String>,
+    dead_letter_queue_url: String,
+}
+
+/// The per-message verdict the batch response is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Ack,
+    Fail { delay: Option<Duration> },
+}
+
+impl<H: EventHandler> BatchProcessor<H> {
+    pub fn new(
+        handler: H,
+        sqs: aws_sdk_sqs::Client,
+        queue_url: Option<String>,
+        dead_letter_queue_url: String,
+    ) -> Self {
+        Self {
+            handler,
+            sqs,
+            queue_url,
+            dead_letter_queue_url,
+        }
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Processes a batch; the response lists exactly the messages SQS must deliver again.
+    pub async fn process(&self, batch: SqsEvent) -> SqsBatchResponse {
+        let groups = group_in_order(&batch.records);
+        let results: Vec<Vec<(String, Verdict)>> = futures::stream::iter(groups)
+            .map(|(group, records)| self.process_group(group, records))
+            .buffer_unordered(MAX_CONCURRENT_GROUPS)
+            .collect()
+            .await;
+        let mut response = SqsBatchResponse::default();
+        // Report in the batch's order, which keeps the response stable for callers and tests.
+        let failed: HashMap<String, ()> = results
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| matches!(v, Verdict::Fail { .. }))
+            .map(|(id, _)| (id, ()))
+            .collect();
+        for r in &batch.records {
+            if let Some(id) = &r.message_id
+                && failed.contains_key(id)
+            {
+                response.add_failure(id.clone());
+            }
+        }
+        response
+    }
+
+    async fn process_group(
+        &self,
+        group: String,
+        records: Vec<&SqsMessage>,
+    ) -> Vec<(String, Verdict)> {
+        let mut out = Vec::with_capacity(records.len());
+        let mut group_failed: Option<Option<Duration>> = None;
+        for record in records {
+            let Some(id) = record.message_id.clone() else {
+                // Without an id the message cannot be reported; SQS always sets one.
+                tracing::error!("SQS record without messageId skipped");
+                continue;
+            };
+            let span = tracing::info_span!("message", message_id = %id, group = %group, event_id = tracing::field::Empty, tenant_id = tracing::field::Empty);
+            let verdict = match group_failed {
+                // A later message of a failed group: not processed, reported failed, and hidden as
+                // long as the failed one so the group comes back together, in order.
+                Some(delay) => {
+                    if let Some(delay) = delay {
+                        self.set_visibility(record, delay)
+                            .instrument(span.clone())
+                            .await;
+                    }
+                    Verdict::Fail { delay }
+                }
+                None => self.process_record(&group, record).instrument(span).await,
+            };
+            if let Verdict::Fail { delay } = &verdict {
+                group_failed.get_or_insert(*delay);
+            }
+            out.push((id, verdict));
+        }
+        out
+    }
+
+    async fn process_record(&self, group: &str, record: &SqsMessage) -> Verdict {
+        let body = record.body.as_deref().unwrap_or("");
+        let event = match LeadEvent::parse(body) {
+            Ok(e) => e,
+            Err(e) => {
+                let reason = format!("invalid lead event: {e}");
+                tracing::warn!(%reason, "event refused");
+                return self.dead_letter(group, record, &reason).await;
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("event_id", event.event_id.as_str());
+        span.record("tenant_id", event.tenant_id.as_str());
+        let receive_count = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        match self.handler.handle(&event, body, receive_count).await {
+            Outcome::Done => Verdict::Ack,
+            Outcome::Skipped { reason } => {
+                tracing::info!(%reason, "event skipped");
+                Verdict::Ack
+            }
+            Outcome::Parked { reason } => {
+                tracing::warn!(%reason, "event parked");
+                Verdict::Ack
+            }
+            Outcome::DeadLetter { reason } => {
+                tracing::warn!(%reason, "event dead-lettered");
+                self.dead_letter(group, record, &reason).await
+            }
+            Outcome::Retry { delay, reason } => {
+                tracing::info!(%reason, delay_secs = delay.as_secs(), "event retried later");
+                self.set_visibility(record, delay).await;
+                Verdict::Fail { delay: Some(delay) }
+            }
+        }
+    }
+
+    /// Sends the original body to the dead-letter queue with the reason as a message attribute,
+    /// then acknowledges it. If the DLQ cannot take it, the message is reported failed instead:
+    /// it is retried, never lost.
+    async fn dead_letter(&self, group: &str, record: &SqsMessage, reason: &str) -> Verdict {
+        let reason: String = reason.chars().take(MAX_REASON_LEN).collect();
+        let body = record.body.clone().unwrap_or_default();
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let mut send = self
+            .sqs
+            .send_message()
+            .queue_url(&self.dead_letter_queue_url)
+            .message_body(if body.is_empty() {
+                "(empty body)".to_owned()
+            } else {
+                body
+            })
+            .set_message_attributes(Some(
+                [("reason", &reason), ("source_message_id", &message_id)]
+                    .into_iter()
+                    .filter_map(|(k, v)| string_attribute(v).map(|a| (k.to_owned(), a)))
+                    .collect(),
+            ));
+        if self.dead_letter_queue_url.ends_with(".fifo") {
+            send = send
+                .message_group_id(group)
+                .message_deduplication_id(dedup_id(&message_id));
+        }
+        match send.send().await {
+            Ok(_) => Verdict::Ack,
+            Err(e) => {
+                tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "dead-letter send failed; message kept for retry");
+                Verdict::Fail { delay: None }
+            }
+        }
+    }
+
+    /// Best effort: a failed ChangeMessageVisibility never changes the batch response.
+    async fn set_visibility(&self, record: &SqsMessage, delay: Duration) {
+        let (Some(queue_url), Some(handle)) = (&self.queue_url, &record.receipt_handle) else {
+            return;
+        };
+        let secs = delay.min(MAX_VISIBILITY).as_secs() as i32;
+        if let Err(e) = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(queue_url)
+            .receipt_handle(handle)
+            .visibility_timeout(secs)
+            .send()
+            .await
+        {
+            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not change visibility");
+        }
+    }
+}
+
+/// Why lead-sync could not start: a missing or invalid variable, or an unusable MCP client.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot build the MCP client: {0}")]
+    Mcp(#[from] crate::mcp::McpError),
+}
+
+/// Everything lead-sync needs, built once per container from the environment (design.md §7).
+/// No network I/O happens here: AWS credentials and MCP sessions are set up on first use.
+pub async fn lead_sync_from_env() -> Result<BatchProcessor<super::SyncEngine>, StartError> {
+    let cfg = crate::config::Config::from_env()?;
+    let dlq = cfg.require_dead_letter_queue_url()?.to_owned();
+    let aws = crate::aws::AwsClients::from_env().await;
+    Ok(lead_sync_with(&cfg, &aws, dlq)?)
+}
+
+/// The same, from explicit configuration and clients (tests, the benchmark).
+pub fn lead_sync_with(
+    cfg: &crate::config::Config,
+    aws: &crate::aws::AwsClients,
+    dead_letter_queue_url: String,
+) -> Result<BatchProcessor<super::SyncEngine>, crate::mcp::McpError> {
+    let store = crate::store::Store::new(aws.dynamodb.clone(), cfg.table_name.clone());
+    let vault = crate::vault::Vault::new(aws.kms.clone(), cfg.kms_key_id.clone());
+    let mcp = crate::mcp::McpClient::new(
+        crate::mcp::UrlGuard::from_config(cfg),
+        crate::mcp::McpClientOptions::default(),
+    )?;
+    let engine = super::SyncEngine::new(cfg, store, vault, mcp);
+    Ok(BatchProcessor::new(
+        engine,
+        aws.sqs.clone(),
+        cfg.lead_queue_url.clone(),
+        dead_letter_queue_url,
+    ))
+}
+
+fn string_attribute(v: &str) -> Option<MessageAttributeValue> {
+    // `build` fails only without a data type, which is always set here.
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(if v.is_empty() { "-" } else { v })
+        .build()
+        .ok()
+}
+
+/// SQS deduplication ids are at most 128 characters of `[A-Za-z0-9!-~]`.
+fn dedup_id(message_id: &str) -> String {
+    let id: String = message_id
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(128)
+        .collect();
+    if id.is_empty() {
+        "no-message-id".to_owned()
+    } else {
+        id
+    }
+}
+
+/// Records grouped by `MessageGroupId`, groups in order of first appearance, records in batch order.
+/// A standard (non-FIFO) queue has no groups: each message is its own group.
+fn group_in_order(records: &[SqsMessage]) -> Vec<(String, Vec<&SqsMessage>)> {
+    let mut groups: Vec<(String, Vec<&SqsMessage>)> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let key = r
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_else(|| format!("#standard-{i}"));
+        match groups.iter_mut().find(|(g, _)| *g == key) {
+            Some((_, rs)) => rs.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str, group: Option<&str>) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        if let Some(g) = group {
+            m.attributes.insert("MessageGroupId".into(), g.into());
+        }
+        m
+    }
+
+    #[test]
+    fn groups_keep_first_appearance_and_batch_order() {
+        let recs = vec![
+            msg("1", Some("a")),
+            msg("2", Some("b")),
+            msg("3", Some("a")),
+            msg("4", None),
+            msg("5", Some("b")),
+        ];
+        let groups = group_in_order(&recs);
+        let shape: Vec<(String, Vec<String>)> = groups
+            .into_iter()
+            .map(|(g, rs)| {
+                (
+                    g,
+                    rs.iter().map(|r| r.message_id.clone().unwrap()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("a".to_owned(), vec!["1".to_owned(), "3".to_owned()]),
+                ("b".to_owned(), vec!["2".to_owned(), "5".to_owned()]),
+                ("#standard-3".to_owned(), vec!["4".to_owned()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn dedup_ids_are_sqs_safe() {
+        assert_eq!(dedup_id("abc-123"), "abc-123");
+        assert_eq!(dedup_id(""), "no-message-id");
+        assert_eq!(dedup_id(&"x".repeat(200)).len(), 128);
+        assert_eq!(dedup_id("a b\u{e9}c"), "abc");
+    }
+}
