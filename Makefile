@@ -17,9 +17,27 @@ fmt:
 ## Release build of the five functions for Lambda (arm64), zips in target/lambda/<name>/.
 build-arm64:
 	bash infra/stack.sh setup
-	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip --workspace --locked
+	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip --locked -p bitrix-connect -p bitrix-test -p bitrix-disconnect -p bitrix-status -p lead-sync
 
 stack-up:
 	bash infra/stack.sh up
 stack-down:
 	bash infra/stack.sh down
+
+.PHONY: demo dev bench
+## The whole product locally: sandbox portal, cargo lambda watch (five functions), SQS poller;
+## connects a demo tenant, publishes lead events, waits until synced, prints a report, stops.
+demo:
+	bash infra/local.sh demo
+
+## Same stack, left running: prints ready-to-paste curl and `cargo lambda invoke` lines (Ctrl-C stops).
+dev:
+	bash infra/local.sh dev
+
+## Benchmark (not a test; takes several minutes): cold start, size, warm latency, memory per
+## function; lead-sync over the 500-event stream. Prints a table, writes target/bench.json.
+bench:
+	bash infra/stack.sh up >/dev/null
+	cargo build --release --locked -p bitrix-connect -p bitrix-test -p bitrix-disconnect -p bitrix-status -p lead-sync
+	cargo build --release --locked -p teleagent-tests --bin bench --bin bare-runtime
+	./target/release/bench

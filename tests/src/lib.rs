@@ -2,4 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod harness;
+pub mod local_run;
+pub mod poller;
+pub mod runtime_api;
 pub mod sandbox;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod batch;
+mod e2e;
 mod events;
 mod http_api;
 mod mcp_client;
