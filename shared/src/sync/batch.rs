@@ -22,6 +22,8 @@ use crate::events::LeadEvent;
 const MAX_CONCURRENT_GROUPS: usize = 8;
 /// SQS caps a message's visibility timeout at 12 hours.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+/// When an event cannot be re-queued it is retried after this long instead.
+const REQUEUE_FALLBACK_DELAY: Duration = Duration::from_secs(30);
 /// SQS message attribute values are bounded; reasons are short sentences anyway.
 const MAX_REASON_LEN: usize = 512;
 
@@ -174,6 +176,10 @@ impl<H: EventHandler> BatchProcessor<H> {
                 tracing::warn!(%reason, "event dead-lettered");
                 self.dead_letter(group, record, &reason).await
             }
+            Outcome::Requeue { reason } => {
+                tracing::info!(%reason, "event sent to the back of its group");
+                self.requeue(group, record, &event.event_id).await
+            }
             Outcome::Retry { delay, reason } => {
                 tracing::info!(%reason, delay_secs = delay.as_secs(), "event retried later");
                 self.set_visibility(record, delay).await;
@@ -214,6 +220,38 @@ impl<H: EventHandler> BatchProcessor<H> {
             Err(e) => {
                 tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "dead-letter send failed; message kept for retry");
                 Verdict::Fail { delay: None }
+            }
+        }
+    }
+
+    /// Sends the body to the lead queue again as a new message of the same group (a fresh
+    /// deduplication id: FIFO would drop a re-send under the original one within 5 minutes), then
+    /// acknowledges the original. If that send fails, the original is retried instead.
+    async fn requeue(&self, group: &str, record: &SqsMessage, event_id: &str) -> Verdict {
+        let Some(queue_url) = &self.queue_url else {
+            tracing::error!("LEAD_QUEUE_URL is not set: cannot re-queue; retrying instead");
+            return Verdict::Fail {
+                delay: Some(REQUEUE_FALLBACK_DELAY),
+            };
+        };
+        let millis = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let mut send = self
+            .sqs
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(record.body.clone().unwrap_or_default());
+        if queue_url.ends_with(".fifo") {
+            send = send
+                .message_group_id(group)
+                .message_deduplication_id(dedup_id(&format!("{event_id}-q{millis}")));
+        }
+        match send.send().await {
+            Ok(_) => Verdict::Ack,
+            Err(e) => {
+                tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "re-queue failed; message kept for retry");
+                Verdict::Fail {
+                    delay: Some(REQUEUE_FALLBACK_DELAY),
+                }
             }
         }
     }

@@ -169,11 +169,17 @@ impl SyncEngine {
                 return Outcome::Done;
             }
             Ok(Claim::HeldByOther { until }) => {
-                let left: Duration = (until - now).try_into().unwrap_or(Duration::ZERO);
-                return Outcome::Retry {
-                    delay: left.max(HELD_RETRY),
-                    reason: "another consumer is handling this event".into(),
-                };
+                // Never acknowledged: the other consumer may fail. Nothing to release.
+                let wait: Duration = (until - now).try_into().unwrap_or(Duration::ZERO);
+                return self
+                    .fail(
+                        event,
+                        body,
+                        receive_count,
+                        SyncError::EventHeld { wait },
+                        None,
+                    )
+                    .await;
             }
             Err(e) => {
                 // Nothing claimed, nothing to release.

@@ -21,6 +21,9 @@ pub enum Outcome {
     DeadLetter { reason: String },
     /// Report the item failed; the batch sets the message's visibility to `delay`.
     Retry { delay: Duration, reason: String },
+    /// Acknowledged after the batch sent the same body to the lead queue again (a fresh
+    /// message at the end of its group, receive count back to 1).
+    Requeue { reason: String },
 }
 
 /// Why one event's sync stopped. Display is safe to store and show (no token, no upstream text).
@@ -40,6 +43,9 @@ pub enum SyncError {
     /// The portal's shared request budget is empty for longer than we sleep.
     #[error("the portal's request budget is used up for now")]
     RateBudget { wait: Duration },
+    /// Another consumer holds this event's claim (its lease has not ended).
+    #[error("another consumer is handling this event")]
+    EventHeld { wait: Duration },
     /// Another consumer is creating this customer's lead.
     #[error("another consumer is creating this customer's lead")]
     CreateLockHeld,
@@ -109,14 +115,32 @@ pub fn decide(
             })
         }
     };
+    // Waiting on rate limits (the portal's, or our own budget shared with other consumers) or
+    // on another consumer is normal under load, not a failure of the integration. Parking such
+    // an event would leave it until the next connect or test, which nobody presses while the
+    // status shows everything healthy. So on the last receive it goes back to the queue
+    // instead: the older-event rule (notes only, no field changes) keeps a late copy harmless.
+    let wait_or_requeue = |delay: Duration| {
+        if retries_exhausted(receive_count, max_receive_count) {
+            Decision::Outcome(Outcome::Requeue {
+                reason: format!("still waiting after {receive_count} receives: {reason}"),
+            })
+        } else {
+            Decision::Outcome(Outcome::Retry {
+                delay,
+                reason: reason.clone(),
+            })
+        }
+    };
     let backoff = backoff(receive_count, jitter_ms);
     match err {
         SyncError::NotConnected => Decision::Outcome(Outcome::Skipped { reason }),
         SyncError::IntegrationInError | SyncError::Paused => Decision::Park { reason },
-        SyncError::RateBudget { wait } => retry(*wait),
-        SyncError::CreateLockHeld | SyncError::LeadGone => retry(HELD_RETRY),
+        SyncError::RateBudget { wait } => wait_or_requeue(*wait),
+        SyncError::EventHeld { wait } => wait_or_requeue((*wait).max(HELD_RETRY)),
+        SyncError::CreateLockHeld | SyncError::LeadGone => wait_or_requeue(HELD_RETRY),
         SyncError::Crm(CrmError::Mcp(McpError::RateLimited { retry_after })) => {
-            retry(retry_after.filter(|d| !d.is_zero()).unwrap_or(backoff))
+            wait_or_requeue(retry_after.filter(|d| !d.is_zero()).unwrap_or(backoff))
         }
         SyncError::Crm(CrmError::Mcp(McpError::Transient { .. }))
         // An answer we could not read as MCP is the server's problem, not the event's: retry
@@ -192,8 +216,8 @@ mod tests {
             (
                 rate(),
                 3,
-                |d| matches!(d, Decision::Park { reason } if reason.starts_with("retries exhausted")),
-                "last receive before DLQ: parked",
+                |d| matches!(d, Decision::Outcome(Outcome::Requeue { reason }) if reason.starts_with("still waiting after 3 receives")),
+                "rate limit on the last receive before the DLQ: re-queued, not parked",
             ),
             (
                 transient(),
@@ -208,6 +232,20 @@ mod tests {
                 1,
                 |d| matches!(d, Decision::Outcome(Outcome::Retry { delay, .. }) if *delay == Duration::from_secs(3)),
                 "budget wait",
+            ),
+            (
+                SyncError::RateBudget {
+                    wait: Duration::from_secs(3),
+                },
+                3,
+                |d| matches!(d, Decision::Outcome(Outcome::Requeue { .. })),
+                "our own pacing on the last receive: re-queued, never parked or dead-lettered",
+            ),
+            (
+                transient(),
+                3,
+                |d| matches!(d, Decision::Park { reason } if reason.starts_with("retries exhausted")),
+                "a portal failing on the last receive: parked (design.md: retries never become dead letters)",
             ),
             (
                 SyncError::CreateLockHeld,

@@ -260,3 +260,64 @@ async fn an_unreachable_dead_letter_queue_keeps_the_message_for_retry() {
         .collect();
     assert_eq!(failed, ids_of(&batch, |b| b == "this is not json"));
 }
+
+#[tokio::test]
+async fn a_requeued_event_is_acknowledged_and_sent_again_to_the_back_of_its_group() {
+    let env = TestEnv::new().await;
+    let tenant = TenantId::parse("t-requeue").unwrap();
+    let bodies = vec![event(&tenant, "tg:busy", 40), event(&tenant, "tg:calm", 41)];
+    let batch = deliver(&env, &bodies).await;
+    let processor = BatchProcessor::new(
+        Scripted {
+            outcomes: HashMap::from([(
+                "tg:busy".to_owned(),
+                Outcome::Requeue {
+                    reason: "still waiting after 3 receives".into(),
+                },
+            )]),
+            seen: Mutex::new(Vec::new()),
+        },
+        env.clients.sqs.clone(),
+        Some(env.queue_url.clone()),
+        env.dlq_url.clone(),
+    );
+    let response = processor.process(batch.clone()).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "a re-queued event is acknowledged: {:?}",
+        response.batch_item_failures
+    );
+    // Play the event source mapping: acknowledged messages are deleted (FIFO holds a group while
+    // any of its messages is in flight). Then the new copy is the only message left.
+    for r in &batch.records {
+        env.clients
+            .sqs
+            .delete_message()
+            .queue_url(&env.queue_url)
+            .receipt_handle(r.receipt_handle.clone().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    let copy = env
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&env.queue_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(copy.len(), 1, "{copy:?}");
+    assert_eq!(copy[0].body.as_deref(), Some(bodies[0].1.as_str()));
+    let attrs = copy[0].attributes.as_ref().unwrap();
+    assert_eq!(
+        attrs[&MessageSystemAttributeName::MessageGroupId],
+        bodies[0].0
+    );
+    assert_ne!(copy[0].message_id, batch.records[0].message_id);
+}
