@@ -1,10 +1,19 @@
 //! AWS clients, built once per container from the standard SDK environment
 //! (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL` for the local stack).
+//!
+//! Each function builds only the clients its handler calls (status and disconnect: DynamoDB
+//! only), so [`sdk_config`] is separate from the client constructors: an unused SDK client is
+//! code in the zip and work at cold start.
 
-use aws_config::BehaviorVersion;
+use aws_config::{BehaviorVersion, SdkConfig};
 
-/// The three AWS clients the functions use. Building them does no network I/O: credentials are
-/// resolved lazily on the first call, so this adds little to a cold start.
+/// Reads the standard SDK environment. No network I/O: credentials are resolved lazily on the
+/// first call, so this adds little to a cold start.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// The three AWS clients lead-sync (and the tests) use; the HTTP functions build only theirs.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -14,11 +23,10 @@ pub struct AwsClients {
 
 impl AwsClients {
     pub async fn from_env() -> Self {
-        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Self::from_sdk_config(&sdk)
+        Self::from_sdk_config(&sdk_config().await)
     }
 
-    pub fn from_sdk_config(sdk: &aws_config::SdkConfig) -> Self {
+    pub fn from_sdk_config(sdk: &SdkConfig) -> Self {
         Self {
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             kms: aws_sdk_kms::Client::new(sdk),

@@ -1,16 +1,13 @@
-//! `bitrix-status`: API Gateway HTTP API (payload v2) -> `shared::http`, route `status`.
-//! Wiring only: tracing, the per-container state (config, AWS clients, MCP client), the runtime.
+//! `bitrix-status`: API Gateway HTTP API (payload v2) -> `shared::http::status`.
+//! Wiring only: tracing, the per-container state (config and the DynamoDB client only), the runtime.
 
 use lambda_http::{Error, Request, service_fn};
-use shared::http::{App, Route, handle};
+use shared::http::{StoreApp, status};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let app = App::from_env().await?;
+    let app = StoreApp::from_env().await?;
     let app = &app;
-    lambda_http::run(service_fn(move |req: Request| {
-        handle(app, Route::Status, req)
-    }))
-    .await
+    lambda_http::run(service_fn(move |req: Request| status(app, req))).await
 }

@@ -1,16 +1,13 @@
-//! `bitrix-test`: API Gateway HTTP API (payload v2) -> `shared::http`, route `test`.
-//! Wiring only: tracing, the per-container state (config, AWS clients, MCP client), the runtime.
+//! `bitrix-test`: API Gateway HTTP API (payload v2) -> `shared::http::test`.
+//! Wiring only: tracing, the per-container state (config, DynamoDB, KMS and SQS clients, the MCP client), the runtime.
 
 use lambda_http::{Error, Request, service_fn};
-use shared::http::{App, Route, handle};
+use shared::http::{App, test};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let app = App::from_env().await?;
     let app = &app;
-    lambda_http::run(service_fn(move |req: Request| {
-        handle(app, Route::Test, req)
-    }))
-    .await
+    lambda_http::run(service_fn(move |req: Request| test(app, req))).await
 }

@@ -1,6 +1,8 @@
-//! The state every invocation of an HTTP function borrows, built once per container: the
-//! configuration, the store, the vault, the MCP client (one connection pool with the SSRF guard)
-//! and the SQS client (connect and test re-send parked events to the lead queue).
+//! The state every invocation of an HTTP function borrows, built once per container. Two shapes,
+//! so each function links and builds only what its route uses:
+//! - [`StoreApp`] (status, disconnect): the configuration and the DynamoDB store;
+//! - [`App`] (connect, test): also the vault (KMS), the MCP client (one connection pool with the
+//!   SSRF guard) and the SQS client (a pass re-sends parked events to the lead queue).
 
 use crate::aws::AwsClients;
 use crate::config::{Config, ConfigError};
@@ -17,7 +19,31 @@ pub enum AppError {
     Mcp(#[source] McpError),
 }
 
-/// Per-container state, shared by reference with every invocation.
+/// Per-container state of the routes that only read or clear the stored integration.
+#[derive(Clone, Debug)]
+pub struct StoreApp {
+    pub config: Config,
+    pub store: Store,
+}
+
+impl StoreApp {
+    /// Reads the environment (design.md §7) and builds the DynamoDB client only; no network I/O.
+    pub async fn from_env() -> Result<Self, AppError> {
+        let config = Config::from_env()?;
+        let sdk = crate::aws::sdk_config().await;
+        Ok(Self::new(config, aws_sdk_dynamodb::Client::new(&sdk)))
+    }
+
+    /// Builds the state from a configuration and a client (tests pass a moto-backed one).
+    pub fn new(config: Config, dynamodb: aws_sdk_dynamodb::Client) -> Self {
+        Self {
+            store: Store::new(dynamodb, config.table_name.clone()),
+            config,
+        }
+    }
+}
+
+/// Per-container state of the routes that run the live check (connect, test).
 #[derive(Clone, Debug)]
 pub struct App {
     pub config: Config,
@@ -47,6 +73,15 @@ impl App {
             mcp,
             config,
         })
+    }
+
+    /// The same configuration and store, for the routes that need nothing more (tests and
+    /// local tools serve every route from one `App`).
+    pub fn store_app(&self) -> StoreApp {
+        StoreApp {
+            config: self.config.clone(),
+            store: self.store.clone(),
+        }
     }
 
     /// The guard that validates tenant-supplied MCP URLs (same rules as the client's).

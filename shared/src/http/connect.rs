@@ -151,7 +151,7 @@ pub(super) async fn connect(
     app: &App,
     req: lambda_http::Request,
 ) -> Result<lambda_http::Response<lambda_http::Body>, ApiError> {
-    let (tenant, bytes) = admit(app, Route::Connect, &req)?;
+    let (tenant, bytes) = admit(&app.config, Route::Connect, &req)?;
     let body = parse_body(&bytes, app)?;
     let check = live_check(
         &app.mcp,

@@ -6,11 +6,11 @@ use serde_json::json;
 
 use super::connect::store_error;
 use super::error::json_response;
-use super::{ApiError, App, Route, admit};
+use super::{ApiError, Route, StoreApp, admit};
 
 #[tracing::instrument(skip_all, fields(tenant_id))]
-pub(super) async fn disconnect(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
-    let (tenant, _body) = admit(app, Route::Disconnect, &req)?;
+pub(super) async fn disconnect(app: &StoreApp, req: Request) -> Result<Response<Body>, ApiError> {
+    let (tenant, _body) = admit(&app.config, Route::Disconnect, &req)?;
     let after = app
         .store
         .clear_connection(&tenant)

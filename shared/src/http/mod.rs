@@ -6,6 +6,10 @@
 //! responses, and one file per route holds that route's rules. Every handler answers JSON and never
 //! returns `Err` to the runtime: a runtime error would become API Gateway's non-JSON 502.
 //!
+//! There is one entry point per route ([`connect`], [`test`], [`disconnect`], [`status`]) rather
+//! than one dispatcher: each function's `main` names only its route, so the linker keeps only that
+//! route's code and state (status and disconnect carry no KMS, SQS or MCP client).
+//!
 //! [`TenantId`]: crate::tenant::TenantId
 
 pub mod app;
@@ -18,7 +22,7 @@ mod test;
 
 use lambda_http::{Body, Request, Response};
 
-pub use app::{App, AppError};
+pub use app::{App, AppError, StoreApp};
 pub use auth::AuthError;
 pub use connect::connection_failure_reason;
 pub use error::ApiError;
@@ -59,26 +63,39 @@ impl Route {
     }
 }
 
-/// Serves one request of `route`. Always a JSON response; the `Result` only satisfies
-/// `lambda_http::run`'s service bound and is never `Err`.
-pub async fn handle(
-    app: &App,
-    route: Route,
+/// `POST /connect`. Always a JSON response; the `Result` only satisfies `lambda_http::run`'s
+/// service bound and is never `Err` (the same holds for the other three entry points).
+pub async fn connect(app: &App, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    Ok(respond(connect::connect(app, req).await))
+}
+
+/// `POST /test`.
+pub async fn test(app: &App, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    Ok(respond(test::test(app, req).await))
+}
+
+/// `POST /disconnect`.
+pub async fn disconnect(
+    app: &StoreApp,
     req: Request,
 ) -> Result<Response<Body>, lambda_http::Error> {
-    let result = match route {
-        Route::Connect => connect::connect(app, req).await,
-        Route::Test => test::test(app, req).await,
-        Route::Disconnect => disconnect::disconnect(app, req).await,
-        Route::Status => status::status(app, req).await,
-    };
-    Ok(result.unwrap_or_else(|e| e.into_response()))
+    Ok(respond(disconnect::disconnect(app, req).await))
+}
+
+/// `GET /status`.
+pub async fn status(app: &StoreApp, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    Ok(respond(status::status(app, req).await))
+}
+
+/// Every route's outcome becomes a response here; failures through [`ApiError::into_response`].
+fn respond(result: Result<Response<Body>, ApiError>) -> Response<Body> {
+    result.unwrap_or_else(ApiError::into_response)
 }
 
 /// The checks every route does first, in this order: method (405), tenant (401), body size (413).
 /// Returns the tenant and the body bytes.
 fn admit(
-    app: &App,
+    config: &crate::config::Config,
     route: Route,
     req: &Request,
 ) -> Result<(crate::tenant::TenantId, Vec<u8>), ApiError> {
@@ -87,7 +104,7 @@ fn admit(
             allowed: route.method(),
         });
     }
-    let tenant = auth::tenant_from_request(req, &app.config)?;
+    let tenant = auth::tenant_from_request(req, config)?;
     tracing::Span::current().record("tenant_id", tenant.as_str());
     let body: &[u8] = match req.body() {
         Body::Empty => &[],

@@ -9,7 +9,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::connect::store_error;
 use super::error::json_response;
-use super::{ApiError, App, Route, admit};
+use super::{ApiError, Route, StoreApp, admit};
 use crate::store::SyncStatus;
 
 fn rfc3339(t: Option<OffsetDateTime>) -> Value {
@@ -18,8 +18,8 @@ fn rfc3339(t: Option<OffsetDateTime>) -> Value {
 }
 
 #[tracing::instrument(skip_all, fields(tenant_id))]
-pub(super) async fn status(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
-    let (tenant, _body) = admit(app, Route::Status, &req)?;
+pub(super) async fn status(app: &StoreApp, req: Request) -> Result<Response<Body>, ApiError> {
+    let (tenant, _body) = admit(&app.config, Route::Status, &req)?;
     let integ = app
         .store
         .get_integration(&tenant)

@@ -25,7 +25,7 @@ fn outcome(ok: bool, message: &str, portal_info: Value) -> Response<Body> {
 
 #[tracing::instrument(skip_all, fields(tenant_id))]
 pub(super) async fn test(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
-    let (tenant, _body) = admit(app, Route::Test, &req)?;
+    let (tenant, _body) = admit(&app.config, Route::Test, &req)?;
     let integ = app
         .store
         .get_integration(&tenant)

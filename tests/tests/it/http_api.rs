@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lambda_http::{Body, Request};
 use serde_json::{Value, json};
-use shared::http::{App, Route, handle};
+use shared::http::{App, Route};
 use shared::store::{LeadLink, SyncStatus};
 use shared::tenant::TenantId;
 use teleagent_tests::harness::{TestEnv, workspace_root};
@@ -132,9 +132,15 @@ struct Answer {
     raw: String,
 }
 
-/// Sends one event through the handler; asserts the JSON content type and the OpenAPI schema.
+/// Sends one event through the route's entry point; asserts the JSON content type and the OpenAPI schema.
 async fn call(app: &App, route: Route, req: Request) -> Answer {
-    let resp = handle(app, route, req).await.unwrap();
+    let resp = match route {
+        Route::Connect => shared::http::connect(app, req).await,
+        Route::Test => shared::http::test(app, req).await,
+        Route::Disconnect => shared::http::disconnect(&app.store_app(), req).await,
+        Route::Status => shared::http::status(&app.store_app(), req).await,
+    }
+    .unwrap();
     assert_eq!(
         resp.headers()
             .get(http::header::CONTENT_TYPE)
