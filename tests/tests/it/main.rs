@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod batch;
+mod crm;
 mod e2e;
 mod events;
 mod http_api;
