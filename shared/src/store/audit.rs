@@ -5,7 +5,7 @@ use serde_json::Value;
 use time::{Duration as TimeDuration, OffsetDateTime};
 
 use super::Store;
-use super::error::{StoreError, from_sdk};
+use super::error::StoreError;
 use super::item::{Item, Reader, epoch, fmt_time, json_av, key, s, time_av};
 use crate::tenant::TenantId;
 
@@ -44,14 +44,7 @@ impl Store {
         item.insert("kind".into(), s(kind));
         item.insert("detail".into(), json_av(&detail));
         item.insert("expires_at".into(), epoch(now + AUDIT_TTL));
-        self.ddb
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(from_sdk)?;
-        Ok(())
+        self.put(item).await
     }
 
     /// The tenant's audit lines, oldest first (for tests and status tooling).

@@ -131,14 +131,7 @@ impl Store {
         item.insert("status".into(), s(DONE));
         item.insert("done_at".into(), time_av(now)?);
         item.insert("expires_at".into(), epoch(now + done_ttl));
-        self.ddb
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(from_sdk)?;
-        Ok(())
+        self.put(item).await
     }
 
     /// Gives an in-progress claim back at once so a retry need not wait for the lease. A `done`

@@ -176,14 +176,7 @@ impl Store {
         if let Some(notes) = &meta.notes_sent {
             item.insert("notes_sent".into(), s(notes.as_str()));
         }
-        self.ddb
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(from_sdk)?;
-        Ok(())
+        self.put(item).await
     }
 
     /// Drops a link (its lead was deleted in the CRM); absent is fine.

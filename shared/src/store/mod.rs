@@ -81,4 +81,17 @@ impl Store {
     pub fn table(&self) -> &str {
         &self.table
     }
+
+    /// An unconditional PutItem: the item replaces whatever has its key. Every item built by
+    /// this module already carries `pk = TENANT#<id>` from the caller's tenant.
+    pub(super) async fn put(&self, item: item::Item) -> Result<(), StoreError> {
+        self.ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(error::from_sdk)?;
+        Ok(())
+    }
 }

@@ -59,14 +59,7 @@ impl Store {
         item.insert("reason".into(), s(reason));
         item.insert("parked_at".into(), time_av(now)?);
         item.insert("expires_at".into(), epoch(now + PARKED_TTL));
-        self.ddb
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(from_sdk)?;
-        Ok(())
+        self.put(item).await
     }
 
     /// All parked events of the tenant, oldest `occurred_at` first (every page is read).
