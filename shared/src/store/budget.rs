@@ -90,17 +90,9 @@ impl Store {
     ) -> Result<Duration, StoreError> {
         let now_ms = epoch_ms(now);
         for _ in 0..TAKE_ATTEMPTS {
-            let out = self
-                .ddb
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key(t.partition_key(), SK.to_owned())))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(from_sdk)?;
+            let stored = self.get(key(t.partition_key(), SK.to_owned())).await?;
             // The raw stored numbers, so the condition compares exactly what was read.
-            let read = match &out.item {
+            let read = match &stored {
                 Some(item) => {
                     let r = Reader::new(item, "rate bucket");
                     Some((

@@ -106,16 +106,8 @@ impl Store {
     }
 
     async fn read_event(&self, t: &TenantId, event_id: &str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(t.partition_key(), sort_key(event_id))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(from_sdk)?;
-        Ok(out.item)
+        let item = self.get(key(t.partition_key(), sort_key(event_id))).await?;
+        Ok(item)
     }
 
     /// Marks the event done; the record expires `done_ttl` from now (sync passes 30 days, longer

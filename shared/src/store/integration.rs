@@ -154,16 +154,8 @@ impl Store {
 
     /// The tenant's integration, read consistently (a connect just made must be visible).
     pub async fn get_integration(&self, t: &TenantId) -> Result<Option<Integration>, StoreError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(self.integration_key(t)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(from_sdk)?;
-        out.item.as_ref().map(Integration::try_from).transpose()
+        let item = self.get(self.integration_key(t)).await?;
+        item.as_ref().map(Integration::try_from).transpose()
     }
 
     /// Replaces the connection fields (status `active`, `last_error` and `disconnected_at`

@@ -136,16 +136,10 @@ impl Store {
         t: &TenantId,
         customer_id: &str,
     ) -> Result<Option<LinkState>, StoreError> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(t.partition_key(), sort_key(customer_id))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(from_sdk)?;
-        out.item.as_ref().map(link_state).transpose()
+        let item = self
+            .get(key(t.partition_key(), sort_key(customer_id)))
+            .await?;
+        item.as_ref().map(link_state).transpose()
     }
 
     /// Writes the link whole. Unconditional: events of one customer are one FIFO group, so only

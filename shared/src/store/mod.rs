@@ -82,6 +82,20 @@ impl Store {
         &self.table
     }
 
+    /// A strongly consistent GetItem by key (a write just made is seen).
+    pub(super) async fn get(&self, key: item::Item) -> Result<Option<item::Item>, StoreError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(error::from_sdk)?;
+        Ok(out.item)
+    }
+
     /// An unconditional PutItem: the item replaces whatever has its key. Every item built by
     /// this module already carries `pk = TENANT#<id>` from the caller's tenant.
     pub(super) async fn put(&self, item: item::Item) -> Result<(), StoreError> {
