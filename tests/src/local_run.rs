@@ -259,3 +259,21 @@ pub async fn stop_group(child: &mut tokio::process::Child, grace: Duration) {
         signal("-KILL");
     }
 }
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM: how the sandbox, the poller and the demo know to stop
+/// and clean up what they started.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -100,29 +100,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, ArgError> {
     Ok(a)
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGTERM handler; stopping on SIGINT only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -161,7 +138,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     drop(out);
-    shutdown_signal().await;
+    teleagent_tests::local_run::shutdown_signal().await;
     tracing::info!("bitrix24 sandbox stopping");
     drop(sandbox);
     ExitCode::SUCCESS

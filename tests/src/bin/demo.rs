@@ -626,21 +626,6 @@ async fn run(mode: &str, procs: &mut Procs) -> Result<(), DemoError> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "demo".into());
@@ -655,7 +640,7 @@ async fn main() -> ExitCode {
     };
     let result = tokio::select! {
         r = run(&mode, &mut procs) => Some(r),
-        () = shutdown_signal() => None,
+        () = teleagent_tests::local_run::shutdown_signal() => None,
     };
     procs.stop_all().await;
     match result {

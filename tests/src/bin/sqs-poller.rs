@@ -51,21 +51,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(a)
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -121,7 +106,7 @@ async fn main() -> ExitCode {
         }
     };
     tokio::select! {
-        () = poller.run(shutdown_signal()) => {}
+        () = poller.run(teleagent_tests::local_run::shutdown_signal()) => {}
         () = progress => {}
     }
     tracing::info!(stats = ?stats.snapshot(), "poller stopped");
