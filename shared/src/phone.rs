@@ -84,6 +84,15 @@ pub fn search_spellings(e164: &str) -> Vec<String> {
     out
 }
 
+/// Whether a phone value stored on a lead is one of these spellings, digits compared (so
+/// `+998 (90) 123-45-67` is `998901234567`). A search may return leads that only look alike,
+/// or, on a server that ignores its filter, any lead at all: a lead is adopted only when one of
+/// its numbers really is the customer's.
+pub fn is_spelling_of(value: &str, spellings: &[String]) -> bool {
+    let digits = only_digits(value);
+    !digits.is_empty() && spellings.iter().any(|s| only_digits(s) == digits)
+}
+
 /// The text with separators removed, or None when something other than digits (and one leading
 /// '+') remains. The extension is cut first.
 fn compact(text: &str) -> Option<String> {

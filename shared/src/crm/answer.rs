@@ -5,7 +5,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::mcp::{McpError, ToolOutput, classify_tool_error};
+use crate::mcp::{
+    McpError, ToolOutput, classify_error_body, classify_tool_error, says_unknown_tool,
+};
 
 const ENVELOPE_KEYS: &[&str] = &[
     "result",
@@ -21,30 +23,39 @@ const ENVELOPE_KEYS: &[&str] = &[
 /// The REST `result` of a tool answer, or the error it carries.
 pub fn result_of(out: &ToolOutput) -> Result<Value, McpError> {
     if out.is_error {
+        // FastMCP answers a call to a tool it does not have as an error result.
+        if says_unknown_tool(&out.text) {
+            return Err(McpError::UnknownTool);
+        }
         return Err(classify_tool_error(&out.text));
     }
-    let value = match out.structured.clone().or_else(|| out.json()) {
+    let value = match structured(out).or_else(|| out.json()) {
         Some(v) => v,
         // Non-JSON text where a JSON result belongs: the plain-text error quirk.
         None => return Err(classify_tool_error(&out.text)),
     };
     if let Some(obj) = value.as_object() {
-        if let Some(err) = obj.get("error").filter(|e| !e.is_null()) {
-            let code = err
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| err.to_string());
-            let desc = obj
-                .get("error_description")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            return Err(classify_tool_error(&format!("{code}: {desc}")));
+        if obj
+            .get("error")
+            .is_some_and(|e| !e.is_null() && e != &Value::Bool(false))
+        {
+            return Err(classify_error_body(obj, Some(&value)));
         }
         if obj.contains_key("result") && obj.keys().all(|k| ENVELOPE_KEYS.contains(&k.as_str())) {
             return Ok(obj.get("result").cloned().unwrap_or(Value::Null));
         }
     }
     Ok(value)
+}
+
+/// Structured content, unless it is only FastMCP's wrapper of the text (`{"result": "<text>"}`,
+/// sent for tools declared to return `str`): then the text is the answer.
+fn structured(out: &ToolOutput) -> Option<Value> {
+    let s = out.structured.as_ref()?;
+    match s.as_object() {
+        Some(o) if o.len() == 1 && o.get("result").is_some_and(Value::is_string) => None,
+        _ => Some(s.clone()),
+    }
 }
 
 /// A Bitrix24 id given as a number or a numeric string.
@@ -56,15 +67,53 @@ pub fn as_id(v: &Value) -> Option<i64> {
     }
 }
 
-/// The id a create answered: a bare id, `{"id": ..}`, `{"ID": ..}` or `{"item": {"id": ..}}`.
+/// Keys under which servers put a created record's id (`{"success": true, "leadId": "5"}`,
+/// `{"created_id": 5}`, `{"item": {"id": 5}}`).
+const ID_KEYS: &[&str] = &[
+    "id",
+    "ID",
+    "leadId",
+    "lead_id",
+    "created_id",
+    "createdId",
+    "result",
+];
+
+/// The id a create answered: a bare id, or one under a known key, also one level down
+/// (`item`, `lead`). Anything else (a sentence, an object without an id) is no id.
 pub fn created_id(v: &Value) -> Option<i64> {
     as_id(v).or_else(|| {
         let o = v.as_object()?;
-        o.get("id")
-            .or_else(|| o.get("ID"))
-            .and_then(as_id)
-            .or_else(|| o.get("item").and_then(created_id))
+        if is_failure(o) {
+            return None;
+        }
+        ID_KEYS
+            .iter()
+            .find_map(|k| o.get(*k).and_then(as_id))
+            .or_else(|| {
+                ["item", "lead"]
+                    .iter()
+                    .find_map(|k| o.get(*k).and_then(created_id))
+            })
     })
+}
+
+/// `{"success": false}` or `{"updated": false}`: a wrapper saying the operation did not happen.
+pub fn is_failure(o: &Map<String, Value>) -> bool {
+    ["success", "updated", "ok"]
+        .iter()
+        .any(|k| o.get(*k) == Some(&Value::Bool(false)))
+}
+
+/// Whether an update answer says the update happened: `true`, or an object that does not say
+/// it failed. `false`, a failure wrapper or an empty answer are not.
+pub fn update_done(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Object(o) => !o.is_empty() && !is_failure(o),
+        Value::Number(_) => true,
+        _ => false,
+    }
 }
 
 /// Lead ids from a `crm.duplicate.findbycomm` answer: `{"LEAD": [..]}`, `[]`, `{}` or no key.

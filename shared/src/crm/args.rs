@@ -1,12 +1,54 @@
-//! Building a bound tool's arguments from the REST call an operation stands for.
-//! Every operation is first written as Bitrix24 REST parameters (facts §3); a `Rest` tool takes
-//! them as they are, an `Entity` tool with the entity added, a `Direct` tool matched to its own
-//! property names (`lead_id`, `comment`, flat `title`/`sourceId` ...).
+//! How a bound tool's arguments are built. Every operation is first written as the parameters of
+//! the Bitrix24 REST method it stands for (`crm.lead.add {fields}`, `crm.lead.update {id,
+//! fields}`, ...). A generic REST tool takes those as they are; every other tool gets an
+//! [`ArgPlan`]: one [`Source`] per property of its input schema, worked out once at binding
+//! time from the schema as a whole. That is how one tool can mix flat properties (`title`,
+//! `phone`, `sourceId`) with a `fields` object for everything else (`ORIGIN_ID`, `UF_CRM_*`):
+//! the flat ones take their REST field, the object takes the rest.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::binding::{BoundTool, ToolKind, norm};
 use super::ops::Operation;
+use super::schema::{Prop, norm};
+
+/// Where one argument's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum Source {
+    /// A fixed value: the entity (`"lead"`, `1`) or the action (`"add"`) of a shared tool.
+    Const { value: Value },
+    /// A REST parameter as it is (`id`, `filter`, `select`, `order`, `values`, `type`, `params`).
+    Param { name: String },
+    /// The first element of an array parameter (one `phone` where the method takes `values`).
+    First { name: String },
+    /// One REST field of `fields` (a flat `title` takes `TITLE`).
+    Field { name: String },
+    /// One key of the `filter` parameter (a status list tool's `entity_id`).
+    Filter { name: String },
+    /// `fields` without the ones flat properties took.
+    OtherFields,
+}
+
+/// One argument of a tool call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arg {
+    pub prop: String,
+    #[serde(flatten)]
+    pub source: Source,
+    /// The schema wants a string here: a multifield gives its first `VALUE`, an object is sent
+    /// as JSON text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub text: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+}
+
+/// The arguments of one tool for one operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArgPlan {
+    pub args: Vec<Arg>,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("the tool {tool} needs an argument {argument} that the {op} operation cannot fill")]
@@ -16,129 +58,314 @@ pub struct ArgsError {
     pub argument: String,
 }
 
-/// Canonical parameter name -> normalised property names that mean it.
-fn aliases(canonical: &str) -> &'static [&'static str] {
-    match canonical {
-        "id" => &["id", "leadid", "entityid", "itemid"],
-        "fields" => &["fields", "data", "lead", "item"],
-        "filter" => &["filter", "where"],
-        "select" => &["select", "columns"],
-        "order" => &["order", "sort"],
-        "start" => &["start", "offset"],
-        "type" => &["type", "commtype"],
-        "values" => &["values", "phones", "phonenumbers", "numbers", "phone"],
-        "entity_type" => &["entitytype"],
-        "comment" => &["comment", "text", "message"],
-        "status_entity" => &["entityid", "type", "entity"],
-        _ => &[],
-    }
+/// REST fields a lead create or update may send, by normalised name, plus the spellings flat
+/// properties use for them.
+const LEAD_FIELDS: &[(&str, &[&str])] = &[
+    ("TITLE", &["title", "leadtitle", "leadname"]),
+    ("NAME", &["name", "firstname"]),
+    ("LAST_NAME", &["lastname", "surname"]),
+    ("SECOND_NAME", &["secondname", "middlename"]),
+    ("PHONE", &["phone", "phonenumber", "phones"]),
+    ("EMAIL", &["email", "emails"]),
+    ("COMMENTS", &["comments", "comment"]),
+    ("SOURCE_ID", &["sourceid", "source"]),
+    ("SOURCE_DESCRIPTION", &["sourcedescription"]),
+    ("STATUS_ID", &["statusid", "status", "stageid"]),
+    ("ORIGINATOR_ID", &["originatorid"]),
+    ("ORIGIN_ID", &["originid"]),
+    ("ASSIGNED_BY_ID", &["assignedbyid", "responsibleid"]),
+    ("OPPORTUNITY", &["opportunity", "amount"]),
+    ("UF_CRM_TELEAGENT_SCORE", &["ufcrmteleagentscore"]),
+    ("UF_CRM_TELEAGENT_HOTNESS", &["ufcrmteleagenthotness"]),
+];
+
+const STATUS_FIELDS: &[(&str, &[&str])] = &[
+    ("ENTITY_ID", &["entityid"]),
+    ("STATUS_ID", &["statusid"]),
+    ("NAME", &["name"]),
+];
+
+const USER_FIELD_FIELDS: &[(&str, &[&str])] = &[
+    ("USER_TYPE_ID", &["usertypeid", "type"]),
+    ("FIELD_NAME", &["fieldname", "name"]),
+    ("LABEL", &["label", "editformlabel"]),
+];
+
+/// Property names of an object that carries a record's fields.
+const FIELDS_OBJECT: &[&str] = &["fields", "data", "lead", "item", "leaddata"];
+const ID: &[&str] = &["id", "leadid", "entityid", "itemid", "recordid"];
+
+fn flat_field(op: Operation, key: &str) -> Option<&'static str> {
+    let table = match op {
+        Operation::CreateLead | Operation::UpdateLead => LEAD_FIELDS,
+        Operation::AddStatus => STATUS_FIELDS,
+        Operation::AddUserField => USER_FIELD_FIELDS,
+        _ => return None,
+    };
+    table
+        .iter()
+        .find(|(field, names)| names.contains(&key) || norm(field) == key)
+        .map(|(field, _)| *field)
 }
 
-/// The candidate values a direct tool's properties are filled from, by canonical name.
-fn candidates(op: Operation, params: &Map<String, Value>) -> Vec<(String, Value)> {
-    let mut out: Vec<(String, Value)> = Vec::new();
-    match op {
-        Operation::AddComment => {
-            let f = params.get("fields").and_then(Value::as_object);
-            if let Some(id) = f.and_then(|f| f.get("ENTITY_ID")) {
-                out.push(("id".into(), id.clone()));
+/// The source of one property for `op`, or `None` when the operation has nothing for it.
+fn source_for(op: Operation, p: &Prop) -> Option<(Source, bool)> {
+    let key = p.key();
+    let k = key.as_str();
+    let param = |name: &str| Source::Param { name: name.into() };
+    let wants_text = |p: &Prop| p.accepts("string") && !p.is_object() && !p.accepts("array");
+    let s = match op {
+        Operation::CreateLead
+        | Operation::UpdateLead
+        | Operation::AddStatus
+        | Operation::AddUserField => {
+            if op == Operation::UpdateLead && ID.contains(&k) && k != "entityid" {
+                param("id")
+            } else if FIELDS_OBJECT.contains(&k) && (p.is_object() || p.accepts("string")) {
+                return Some((Source::OtherFields, !p.is_object()));
+            } else if let Some(field) = flat_field(op, k) {
+                return Some((Source::Field { name: field.into() }, wants_text(p)));
+            } else if k == "params" && p.is_object() && op == Operation::CreateLead {
+                param("params")
+            } else {
+                return None;
             }
-            if let Some(c) = f.and_then(|f| f.get("COMMENT")) {
-                out.push(("comment".into(), c.clone()));
-            }
-            out.push(("entity_type".into(), json!("lead")));
         }
-        Operation::ListStatuses => {
-            if let Some(e) = params
-                .get("filter")
-                .and_then(|f| f.get("ENTITY_ID"))
-                .cloned()
+        Operation::GetLead if ID.contains(&k) && k != "entityid" => param("id"),
+        Operation::GetLead => return None,
+        Operation::ListLeads | Operation::ListStatuses => match k {
+            "filter" | "where" | "filters" | "criteria" | "filterfields" | "filterparams"
+                if p.is_object() =>
             {
-                out.push(("status_entity".into(), e));
+                param("filter")
             }
-        }
-        _ => {
-            for (k, v) in params {
-                out.push((k.clone(), v.clone()));
+            "filter" | "where" | "filters" | "filterfields" | "filterparams"
+                if p.accepts("string") =>
+            {
+                return Some((param("filter"), true));
             }
-        }
-    }
-    out
+            "select" | "columns" => param("select"),
+            "fields" if op == Operation::ListLeads && p.accepts("array") && !p.is_object() => {
+                param("select")
+            }
+            "order" | "sort" | "orderby" if p.is_object() => param("order"),
+            "entityid" | "entity" | "type" | "dictionary" if op == Operation::ListStatuses => {
+                Source::Filter {
+                    name: "ENTITY_ID".into(),
+                }
+            }
+            _ => return None,
+        },
+        Operation::FindByPhone => match k {
+            "values" | "phones" | "phonenumbers" | "numbers" if p.accepts("array") => {
+                param("values")
+            }
+            "phone" | "phonenumber" | "value" | "values" if p.accepts("string") => Source::First {
+                name: "values".into(),
+            },
+            "type" | "commtype" => param("type"),
+            "entitytype" => param("entity_type"),
+            _ => return None,
+        },
+        Operation::AddComment => match k {
+            "id" | "leadid" | "entityid" | "ownerid" | "itemid" => Source::Field {
+                name: "ENTITY_ID".into(),
+            },
+            "comment" | "text" | "message" | "body" | "content" => Source::Field {
+                name: "COMMENT".into(),
+            },
+            "entitytype" | "ownertype" => Source::Field {
+                name: "ENTITY_TYPE".into(),
+            },
+            "fields" if p.is_object() => param("fields"),
+            _ => return None,
+        },
+        Operation::LeadFields => return None,
+    };
+    Some((s, false))
 }
 
-fn single_phone(v: &Value) -> Value {
-    match v {
-        Value::Array(items) => items
+impl ArgPlan {
+    /// The plan for calling a tool with these properties as `op`. `fixed` are the selector
+    /// arguments a shared tool needs (entity, action). A required property the operation cannot
+    /// fill makes the tool unfit: the error names it.
+    pub fn build(op: Operation, props: &[Prop], fixed: &[(String, Value)]) -> Result<Self, String> {
+        let mut args: Vec<Arg> = fixed
             .iter()
-            .find_map(|i| i.get("VALUE").cloned())
-            .unwrap_or(Value::Null),
-        other => other.clone(),
-    }
-}
-
-/// Fills a direct tool's properties. Returns the arguments, or the first required property no
-/// candidate fills.
-fn fill_direct(
-    op: Operation,
-    properties: &[String],
-    required: &[String],
-    params: &Map<String, Value>,
-) -> Result<Map<String, Value>, String> {
-    let cands = candidates(op, params);
-    let mut args = Map::new();
-    let mut used_fields = false;
-    for prop in properties {
-        let n = norm(prop);
-        if let Some((canonical, v)) = cands
-            .iter()
-            .find(|(c, _)| aliases(c).contains(&n.as_str()) || norm(c) == n)
-        {
-            if canonical == "fields" {
-                used_fields = true;
-            }
-            args.insert(prop.clone(), v.clone());
-        }
-    }
-    // A tool with flat properties (`title`, `name`, `sourceId`, `phone`) instead of `fields`.
-    if !used_fields && let Some(fields) = params.get("fields").and_then(Value::as_object) {
-        for prop in properties {
-            if args.contains_key(prop) {
+            .map(|(prop, value)| Arg {
+                prop: prop.clone(),
+                source: Source::Const {
+                    value: value.clone(),
+                },
+                text: false,
+                required: true,
+            })
+            .collect();
+        for p in props {
+            if fixed.iter().any(|(f, _)| f == &p.name) {
                 continue;
             }
-            let n = norm(prop);
-            if let Some((k, v)) = fields.iter().find(|(k, _)| norm(k) == n) {
-                let v = if k == "PHONE" {
-                    single_phone(v)
-                } else {
-                    v.clone()
-                };
-                args.insert(prop.clone(), v);
+            match source_for(op, p) {
+                Some((source, text)) => args.push(Arg {
+                    prop: p.name.clone(),
+                    source,
+                    text: text || string_only(p),
+                    required: p.required,
+                }),
+                None if p.required => return Err(p.name.clone()),
+                None => {}
             }
         }
+        Ok(Self { args })
     }
-    if let Some(missing) = required.iter().find(|r| !args.contains_key(*r)) {
-        return Err(missing.clone());
+
+    pub fn has(&self, f: impl Fn(&Source) -> bool) -> bool {
+        self.args.iter().any(|a| f(&a.source))
     }
-    Ok(args)
+
+    /// Whether the plan can carry what `op` must send: fields for a create, an id and fields for
+    /// an update, an id for a get, a filter for a list, phone values for a search.
+    pub fn carries(&self, op: Operation) -> bool {
+        let param =
+            |n: &'static str| move |s: &Source| matches!(s, Source::Param { name } if name == n);
+        let fields = |s: &Source| matches!(s, Source::OtherFields | Source::Field { .. });
+        let field =
+            |n: &'static str| move |s: &Source| matches!(s, Source::Field { name } if name == n);
+        match op {
+            Operation::CreateLead => {
+                self.has(|s| matches!(s, Source::OtherFields))
+                    || self.has(field("TITLE"))
+                    || self.has(field("NAME"))
+            }
+            Operation::UpdateLead => self.has(param("id")) && self.has(fields),
+            Operation::GetLead => self.has(param("id")),
+            Operation::ListLeads => self.has(param("filter")),
+            Operation::FindByPhone => {
+                self.has(param("values")) || self.has(|s| matches!(s, Source::First { .. }))
+            }
+            Operation::AddComment => {
+                (self.has(field("ENTITY_ID")) && self.has(field("COMMENT")))
+                    || self.has(param("fields"))
+            }
+            Operation::ListStatuses => {
+                self.has(param("filter")) || self.has(|s| matches!(s, Source::Filter { .. }))
+            }
+            Operation::LeadFields => true,
+            Operation::AddStatus | Operation::AddUserField => self.has(fields),
+        }
+    }
+
+    /// REST fields of a create or update that no argument can carry (a tool with flat
+    /// properties only and no object for the rest).
+    pub fn uncarried(&self, op: Operation) -> Vec<&'static str> {
+        if !matches!(op, Operation::CreateLead | Operation::UpdateLead)
+            || self.has(|s| matches!(s, Source::OtherFields))
+        {
+            return Vec::new();
+        }
+        [
+            "ORIGINATOR_ID",
+            "ORIGIN_ID",
+            "STATUS_ID",
+            "SOURCE_ID",
+            "COMMENTS",
+            "PHONE",
+        ]
+        .into_iter()
+        .filter(|f| !self.has(|s| matches!(s, Source::Field { name } if name == f)))
+        .collect()
+    }
+
+    /// The arguments for REST parameters `params`; a required argument left without a value is
+    /// an error naming it.
+    pub fn fill(&self, params: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+        let fields = params.get("fields").and_then(Value::as_object);
+        let flat: Vec<&str> = self
+            .args
+            .iter()
+            .filter_map(|a| match &a.source {
+                Source::Field { name } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut out = Map::new();
+        for a in &self.args {
+            let v = match &a.source {
+                Source::Const { value } => Some(value.clone()),
+                Source::Param { name } => params.get(name).cloned(),
+                Source::First { name } => params.get(name).and_then(|v| {
+                    v.as_array()
+                        .and_then(|a| a.first())
+                        .cloned()
+                        .or(Some(v.clone()))
+                }),
+                Source::Field { name } => fields.and_then(|f| f.get(name)).cloned(),
+                Source::Filter { name } => params.get("filter").and_then(|f| f.get(name)).cloned(),
+                Source::OtherFields => {
+                    let rest: Map<String, Value> = fields
+                        .map(|f| {
+                            f.iter()
+                                .filter(|(k, _)| !flat.contains(&k.as_str()))
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (!rest.is_empty() || a.required).then_some(Value::Object(rest))
+                }
+            };
+            let Some(v) = v.filter(|v| !v.is_null()) else {
+                if a.required {
+                    return Err(a.prop.clone());
+                }
+                continue;
+            };
+            out.insert(a.prop.clone(), if a.text { as_text(v) } else { v });
+        }
+        Ok(out)
+    }
 }
 
-/// Representative REST parameters of each operation, for checking at binding time that a direct
-/// tool's required arguments can be filled.
-fn sample_params(op: Operation) -> Map<String, Value> {
+/// The property takes a string and nothing else: ids go as `"5"` (FastMCP validates `str`
+/// arguments strictly and refuses the number 5).
+fn string_only(p: &Prop) -> bool {
+    !p.types.is_empty() && p.types.iter().all(|t| t == "string")
+}
+
+/// A value for a string property: a multifield's first `VALUE`, a number as its digits, an
+/// object or array as JSON text.
+fn as_text(v: Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.to_string()),
+        Value::Array(items) => match items.iter().find_map(|i| i.get("VALUE").cloned()) {
+            Some(first) => first,
+            None => json!(Value::Array(items).to_string()),
+        },
+        Value::Object(_) => json!(v.to_string()),
+        other => other,
+    }
+}
+
+/// Representative REST parameters of each operation, for checking at binding time that a tool's
+/// plan fills every required argument.
+pub fn sample_params(op: Operation) -> Map<String, Value> {
     let v = match op {
         Operation::FindByPhone => {
             json!({"type": "PHONE", "values": ["+10000000000"], "entity_type": "LEAD"})
         }
         Operation::CreateLead => {
-            json!({"fields": {"TITLE": "t", "NAME": "n", "PHONE": [{"VALUE": "+1", "VALUE_TYPE": "WORK"}], "COMMENTS": "c", "SOURCE_ID": "OTHER", "STATUS_ID": "NEW"}})
+            json!({"fields": {"TITLE": "t", "NAME": "n", "PHONE": [{"VALUE": "+1", "VALUE_TYPE": "WORK"}], "COMMENTS": "c", "SOURCE_ID": "OTHER", "STATUS_ID": "NEW", "ORIGINATOR_ID": "teleagent", "ORIGIN_ID": "t:c"}, "params": {"REGISTER_SONET_EVENT": "N"}})
         }
         Operation::UpdateLead => json!({"id": 1, "fields": {"STATUS_ID": "NEW"}}),
         Operation::GetLead => json!({"id": 1}),
-        Operation::ListLeads => json!({"filter": {"ORIGIN_ID": "x"}, "select": ["ID"]}),
+        Operation::ListLeads => {
+            json!({"filter": {"ORIGIN_ID": "x"}, "select": ["ID"], "order": {"ID": "ASC"}})
+        }
         Operation::AddComment => {
             json!({"fields": {"ENTITY_ID": 1, "ENTITY_TYPE": "lead", "COMMENT": "c"}})
         }
-        Operation::ListStatuses => json!({"filter": {"ENTITY_ID": "STATUS"}}),
+        Operation::ListStatuses => {
+            json!({"filter": {"ENTITY_ID": "STATUS"}, "order": {"SORT": "ASC"}})
+        }
         Operation::LeadFields => json!({}),
         Operation::AddStatus => {
             json!({"fields": {"ENTITY_ID": "SOURCE", "STATUS_ID": "TELEGRAM", "NAME": "Telegram"}})
@@ -153,165 +380,131 @@ fn sample_params(op: Operation) -> Map<String, Value> {
     }
 }
 
-/// Whether a direct tool can serve `op`: every required argument can be filled.
-pub fn direct_fits(op: Operation, kind: &ToolKind) -> bool {
-    match kind {
-        ToolKind::Direct {
-            properties,
-            required,
-        } => fill_direct(op, properties, required, &sample_params(op)).is_ok(),
-        _ => true,
-    }
-}
-
-/// The `tools/call` arguments for `op` with REST parameters `params`.
-pub fn tool_arguments(
-    bound: &BoundTool,
-    op: Operation,
-    params: Map<String, Value>,
-) -> Result<Value, ArgsError> {
-    match &bound.kind {
-        ToolKind::Rest {
-            method_arg,
-            params_arg,
-        } => {
-            let mut args = Map::new();
-            args.insert(method_arg.clone(), json!(op.rest_method()));
-            args.insert(params_arg.clone(), Value::Object(params));
-            Ok(Value::Object(args))
-        }
-        ToolKind::Entity {
-            entity_arg,
-            numeric,
-        } => {
-            let mut args = params;
-            args.remove("params");
-            let entity = if *numeric { json!(1) } else { json!("lead") };
-            args.insert(entity_arg.clone(), entity);
-            Ok(Value::Object(args))
-        }
-        ToolKind::Direct {
-            properties,
-            required,
-        } => fill_direct(op, properties, required, &params)
-            .map(Value::Object)
-            .map_err(|argument| ArgsError {
-                tool: bound.tool.clone(),
-                op: op.key(),
-                argument,
-            }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::crm::binding::Profile;
+    use serde_json::json;
 
-    fn direct(props: &[&str], required: &[&str]) -> BoundTool {
-        BoundTool {
-            tool: "t".into(),
-            profile: Profile::LeadTools,
-            kind: ToolKind::Direct {
-                properties: props.iter().map(|s| (*s).to_owned()).collect(),
-                required: required.iter().map(|s| (*s).to_owned()).collect(),
-            },
-        }
+    use super::*;
+    use crate::crm::schema::props;
+
+    fn plan(op: Operation, schema: Value) -> ArgPlan {
+        ArgPlan::build(op, &props(&schema), &[]).unwrap()
     }
 
     fn params(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+        v.as_object().cloned().unwrap_or_default()
     }
 
     #[test]
-    fn rest_and_entity_shapes() {
-        let rest = BoundTool {
-            tool: "call".into(),
-            profile: Profile::RestMethod,
-            kind: ToolKind::Rest {
-                method_arg: "method".into(),
-                params_arg: "params".into(),
-            },
-        };
-        let a = tool_arguments(&rest, Operation::GetLead, params(json!({"id": 7}))).unwrap();
-        assert_eq!(a, json!({"method": "crm.lead.get", "params": {"id": 7}}));
-        let ent = BoundTool {
-            tool: "crm_update".into(),
-            profile: Profile::CrmEntity,
-            kind: ToolKind::Entity {
-                entity_arg: "entityTypeId".into(),
-                numeric: true,
-            },
-        };
-        let a = tool_arguments(
-            &ent,
+    fn flat_properties_take_their_fields_and_the_object_takes_the_rest() {
+        let schema = json!({"type": "object", "required": ["title"], "properties": {
+            "title": {"type": "string"}, "name": {"type": "string"}, "phone": {"type": "string"},
+            "comments": {"type": "string"}, "sourceId": {"type": "string"}, "statusId": {"type": "string"},
+            "fields": {"type": "object", "description": "Extra raw Bitrix24 fields (UF_CRM_*)"}}});
+        let p = plan(Operation::CreateLead, schema);
+        assert!(p.carries(Operation::CreateLead));
+        assert!(p.uncarried(Operation::CreateLead).is_empty());
+        let args = p
+            .fill(&params(
+                json!({"fields": {"TITLE": "Telegram: Ann", "NAME": "Ann",
+                "PHONE": [{"VALUE": "+998901234567", "VALUE_TYPE": "WORK"}], "COMMENTS": "c",
+                "SOURCE_ID": "OTHER", "STATUS_ID": "NEW", "ORIGINATOR_ID": "teleagent",
+                "ORIGIN_ID": "t1:tg:1", "UF_CRM_TELEAGENT_SCORE": 82}}),
+            ))
+            .unwrap();
+        assert_eq!(
+            Value::Object(args),
+            json!({"title": "Telegram: Ann", "name": "Ann", "phone": "+998901234567", "comments": "c",
+                   "sourceId": "OTHER", "statusId": "NEW",
+                   "fields": {"ORIGINATOR_ID": "teleagent", "ORIGIN_ID": "t1:tg:1", "UF_CRM_TELEAGENT_SCORE": 82}})
+        );
+    }
+
+    #[test]
+    fn flat_only_tools_report_what_they_cannot_carry() {
+        let p = plan(
+            Operation::CreateLead,
+            json!({"type": "object", "properties": {"title": {"type": "string"}, "phone": {"type": "string"}}}),
+        );
+        assert!(p.carries(Operation::CreateLead));
+        assert_eq!(
+            p.uncarried(Operation::CreateLead),
+            [
+                "ORIGINATOR_ID",
+                "ORIGIN_ID",
+                "STATUS_ID",
+                "SOURCE_ID",
+                "COMMENTS"
+            ]
+        );
+    }
+
+    #[test]
+    fn required_arguments_the_operation_cannot_fill_make_the_tool_unfit() {
+        let schema = json!({"type": "object", "required": ["date"], "properties": {"date": {"type": "string"}}});
+        assert_eq!(
+            ArgPlan::build(Operation::CreateLead, &props(&schema), &[]),
+            Err("date".to_owned())
+        );
+        let list_without_filter = plan(
+            Operation::ListLeads,
+            json!({"type": "object", "properties": {"limit": {"type": "integer"}}}),
+        );
+        assert!(!list_without_filter.carries(Operation::ListLeads));
+    }
+
+    #[test]
+    fn selectors_ids_phones_and_comments() {
+        let p = ArgPlan::build(
             Operation::UpdateLead,
-            params(json!({"id": 7, "fields": {"NAME": "A"}})),
+            &props(
+                &json!({"type": "object", "properties": {"entityTypeId": {"type": "integer"},
+                "id": {"type": "integer"}, "fields": {"type": "object"}}}),
+            ),
+            &[("entityTypeId".into(), json!(1))],
         )
         .unwrap();
         assert_eq!(
-            a,
+            Value::Object(
+                p.fill(&params(json!({"id": 7, "fields": {"NAME": "A"}})))
+                    .unwrap()
+            ),
             json!({"entityTypeId": 1, "id": 7, "fields": {"NAME": "A"}})
         );
-    }
-
-    #[test]
-    fn direct_tools_get_their_own_argument_names() {
-        let t = direct(&["lead_id", "comment"], &["lead_id", "comment"]);
-        let a = tool_arguments(
-            &t,
-            Operation::AddComment,
-            params(json!({"fields": {"ENTITY_ID": 5, "ENTITY_TYPE": "lead", "COMMENT": "hi"}})),
-        )
-        .unwrap();
-        assert_eq!(a, json!({"lead_id": 5, "comment": "hi"}));
-
-        let flat = direct(
-            &["title", "name", "phone", "sourceId", "comments"],
-            &["title"],
-        );
-        let a = tool_arguments(
-            &flat,
-            Operation::CreateLead,
-            params(
-                json!({"fields": {"TITLE": "Telegram: Ann", "NAME": "Ann", "SOURCE_ID": "OTHER",
-                "PHONE": [{"VALUE": "+998901234567", "VALUE_TYPE": "WORK"}], "COMMENTS": "x"}}),
-            ),
-        )
-        .unwrap();
-        assert_eq!(
-            a,
-            json!({"title": "Telegram: Ann", "name": "Ann", "phone": "+998901234567", "sourceId": "OTHER", "comments": "x"})
-        );
-
-        let dup = direct(&["type", "phones"], &["phones"]);
-        let a = tool_arguments(
-            &dup,
+        let find = plan(
             Operation::FindByPhone,
-            params(json!({"type": "PHONE", "values": ["1", "2"], "entity_type": "LEAD"})),
-        )
-        .unwrap();
-        assert_eq!(a, json!({"type": "PHONE", "phones": ["1", "2"]}));
-
-        let statuses = direct(&["entity_id"], &["entity_id"]);
-        let a = tool_arguments(
-            &statuses,
-            Operation::ListStatuses,
-            params(json!({"filter": {"ENTITY_ID": "SOURCE"}})),
-        )
-        .unwrap();
-        assert_eq!(a, json!({"entity_id": "SOURCE"}));
-    }
-
-    #[test]
-    fn unfillable_required_argument_is_refused() {
-        let t = direct(&["deal_id"], &["deal_id"]);
-        let e = tool_arguments(&t, Operation::GetLead, params(json!({"id": 1}))).unwrap_err();
-        assert_eq!(e.argument, "deal_id");
-        assert!(!direct_fits(Operation::GetLead, &t.kind));
-        assert!(direct_fits(
-            Operation::GetLead,
-            &direct(&["id"], &["id"]).kind
-        ));
+            json!({"type": "object", "properties": {"phone": {"type": "string"}}}),
+        );
+        assert_eq!(
+            Value::Object(
+                find.fill(&params(json!({"type": "PHONE", "values": ["+1", "1"]})))
+                    .unwrap()
+            ),
+            json!({"phone": "+1"})
+        );
+        let comment = plan(
+            Operation::AddComment,
+            json!({"type": "object", "properties": {"lead_id": {"type": "integer"}, "comment": {"type": "string"}}}),
+        );
+        assert_eq!(
+            Value::Object(
+                comment
+                    .fill(&params(
+                        json!({"fields": {"ENTITY_ID": 5, "ENTITY_TYPE": "lead", "COMMENT": "hi"}})
+                    ))
+                    .unwrap()
+            ),
+            json!({"lead_id": 5, "comment": "hi"})
+        );
+        let json_text = plan(
+            Operation::UpdateLead,
+            json!({"type": "object", "properties": {"id": {"type": "integer"}, "fields": {"type": "string"}}}),
+        );
+        assert_eq!(
+            json_text
+                .fill(&params(json!({"id": 1, "fields": {"NAME": "A"}})))
+                .unwrap()["fields"],
+            json!(r#"{"NAME":"A"}"#)
+        );
     }
 }

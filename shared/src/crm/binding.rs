@@ -1,43 +1,73 @@
-//! Tool binding: which of the MCP server's tools performs each CRM operation, and how its
-//! arguments are shaped (design.md §5). Bitrix24 does not document its MCP tools (facts §1), so
-//! tools are matched on names, input schemas and descriptions (English or Russian), by three
-//! built-in profiles, and an explicit `MCP_TOOL_MAP` wins over discovery.
+//! Tool binding: which of the MCP server's tools performs each CRM operation, and with which
+//! arguments. Bitrix24 does not publish its hosted server's tools, and community servers differ,
+//! so tools are read as they are:
+//!
+//! - a generic tool that runs any REST method (`{method, params}`) serves every operation;
+//! - a shared tool whose entity is an argument (`crm_add {entity: "lead" | entityTypeId: 1}`)
+//!   serves the operation its name says, with that argument fixed to the lead entity;
+//! - a tool per entity whose operation is an argument (`bx24_crm_leads {action: "add"|...}`)
+//!   serves each operation its `action` enum offers;
+//! - a tool per operation (`bitrix24_create_lead`) serves the operation its name, or failing
+//!   that the first sentence of its description, says, when it is about leads.
+//!
+//! Words only nominate a tool. It is bound only when its input schema can do the job
+//! ([`ArgPlan::carries`]): a create needs somewhere to put the fields, an update an id and
+//! fields, a get an id, a lead list a filter, a phone search the phone values, and every
+//! required argument must be fillable. Report and summary tools are never bound. An explicit
+//! `MCP_TOOL_MAP` ([`super::toolmap`]) wins over discovery.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
+use super::args::{ArgPlan, ArgsError, sample_params};
 use super::ops::Operation;
+use super::schema::{Prop, find, norm, props};
+use super::toolmap::{MapEntry, ToolMap};
+use super::words::{self, Verb, has_any, tokens};
 use crate::mcp::ToolInfo;
 
-/// How a tool's arguments are built from a REST call.
+/// How a tool's arguments are built from the REST call an operation stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ToolKind {
-    /// One generic tool that runs any REST method: `{<method_arg>: "crm.lead.add", <params_arg>: {...}}`.
+    /// A generic tool that runs any REST method: `{<method_arg>: "crm.lead.add", <params_arg>: {...}}`.
     Rest {
         method_arg: String,
         params_arg: String,
     },
-    /// Entity-generic CRM tools: `crm_add {entity: "lead", fields}`; the entity argument may be a
-    /// name (`"lead"`) or Bitrix24's numeric `entityTypeId` (1 for leads).
-    Entity { entity_arg: String, numeric: bool },
-    /// A tool for this one operation; arguments are matched to its schema's property names.
-    Direct {
-        properties: Vec<String>,
-        required: Vec<String>,
-    },
+    /// Any other tool: one source per argument.
+    Args(ArgPlan),
 }
 
 /// How a tool came to be bound, reported by connect/test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
+    /// A tool per lead operation.
     LeadTools,
+    /// A shared CRM tool whose entity is an argument.
     CrmEntity,
+    /// A tool per entity whose operation is an argument.
+    EntityAction,
+    /// A generic REST-method tool.
     RestMethod,
+    /// Named in `MCP_TOOL_MAP`.
     Config,
+}
+
+impl Profile {
+    /// Lower is preferred when several tools can serve one operation.
+    fn rank(self) -> u8 {
+        match self {
+            Profile::Config => 0,
+            Profile::LeadTools => 1,
+            Profile::EntityAction => 2,
+            Profile::CrmEntity => 3,
+            Profile::RestMethod => 4,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +78,7 @@ pub struct BoundTool {
     pub kind: ToolKind,
 }
 
-/// What the portal has, read once at connect through the bound operations (design.md §4.5).
+/// What the portal has, read once at connect through the bound operations.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortalCaps {
     pub has_telegram_source: bool,
@@ -72,8 +102,8 @@ impl Binding {
         self.ops.get(&op)
     }
 
-    /// Required operations nothing is bound to. `FindByPhone` is also satisfied by a lead list
-    /// tool (a `PHONE` filter), which costs one call per search just the same.
+    /// Required operations nothing is bound to. Finding by phone is also served by a lead list
+    /// that takes a filter (a `PHONE` filter), at one call per search just the same.
     pub fn missing_required(&self) -> Vec<Operation> {
         Operation::REQUIRED
             .into_iter()
@@ -92,22 +122,26 @@ impl Binding {
             .collect()
     }
 
-    /// The report connect/test show: what is bound, by which profile, what is missing.
+    /// The report connect/test show: what is bound, by which profile, what is missing, and the
+    /// lead fields a bound create or update tool has no argument for.
     pub fn report(&self) -> Value {
         let bound: Map<String, Value> = self
             .ops
             .iter()
             .map(|(op, t)| {
-                (
-                    op.key().to_owned(),
-                    serde_json::json!({"tool": t.tool, "profile": t.profile}),
-                )
+                let mut entry = json!({"tool": t.tool, "profile": t.profile});
+                if let ToolKind::Args(plan) = &t.kind
+                    && !plan.uncarried(*op).is_empty()
+                {
+                    entry["cannot_send"] = json!(plan.uncarried(*op));
+                }
+                (op.key().to_owned(), entry)
             })
             .collect();
         let names = |ops: Vec<Operation>| -> Vec<&'static str> {
             ops.into_iter().map(Operation::key).collect()
         };
-        serde_json::json!({
+        json!({
             "bound": bound,
             "missing_required": names(self.missing_required()),
             "missing_optional": names(self.missing_optional()),
@@ -118,387 +152,433 @@ impl Binding {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
+    /// The stored binding, or `None` when it is unreadable (written by an older version): the
+    /// caller then binds the tools again.
     pub fn from_value(v: &Value) -> Option<Self> {
         serde_json::from_value(v.clone()).ok()
     }
 }
 
-/// `MCP_TOOL_MAP`: operation key -> tool name, or -> `{"tool": name, "kind": "rest"|"entity"|"direct"}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ToolMap {
-    entries: BTreeMap<Operation, (String, Option<String>)>,
+/// A candidate: one tool able to serve one operation.
+struct Candidate {
+    op: Operation,
+    bound: BoundTool,
+    /// The tool's own name names this operation (preferred over a description match).
+    by_name: bool,
 }
 
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum ToolMapError {
-    #[error("MCP_TOOL_MAP is not a JSON object")]
-    NotAnObject,
-    #[error("MCP_TOOL_MAP names an unknown operation {0:?}")]
-    UnknownOperation(String),
-    #[error("MCP_TOOL_MAP entry for {0} must be a tool name or {{\"tool\": ..., \"kind\": ...}}")]
-    BadEntry(String),
-}
-
-impl ToolMap {
-    pub fn parse(raw: &str) -> Result<Self, ToolMapError> {
-        let v: Value = serde_json::from_str(raw).map_err(|_| ToolMapError::NotAnObject)?;
-        let obj = v.as_object().ok_or(ToolMapError::NotAnObject)?;
-        let mut entries = BTreeMap::new();
-        for (k, v) in obj {
-            let op =
-                Operation::from_key(k).ok_or_else(|| ToolMapError::UnknownOperation(k.clone()))?;
-            let entry = match v {
-                Value::String(tool) => (tool.clone(), None),
-                Value::Object(o) => {
-                    let tool = o
-                        .get("tool")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| ToolMapError::BadEntry(k.clone()))?;
-                    let kind = o.get("kind").and_then(Value::as_str).map(str::to_owned);
-                    if let Some(kind) = &kind
-                        && !matches!(kind.as_str(), "rest" | "entity" | "direct")
-                    {
-                        return Err(ToolMapError::BadEntry(k.clone()));
-                    }
-                    (tool.to_owned(), kind)
-                }
-                _ => return Err(ToolMapError::BadEntry(k.clone())),
-            };
-            entries.insert(op, entry);
-        }
-        Ok(Self { entries })
-    }
-}
-
-/// Lower-case tokens of a tool name or description ("bitrix24_create_lead" -> [bitrix24, create, lead]).
-fn tokens(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut prev_lower = false;
-    for c in s.chars() {
-        if c.is_alphanumeric() {
-            // split camelCase too: createLead -> create, lead
-            if c.is_uppercase() && prev_lower && !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-            prev_lower = c.is_lowercase();
-            cur.extend(c.to_lowercase());
-        } else {
-            prev_lower = false;
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-fn has_any(tokens: &[String], stems: &[&str]) -> bool {
-    tokens
-        .iter()
-        .any(|t| stems.iter().any(|s| t == s || t.starts_with(s)))
-}
-
-const LEAD: &[&str] = &["lead", "лид"];
-const CREATE: &[&str] = &["create", "add", "new", "созда", "добав"];
-const UPDATE: &[&str] = &["update", "edit", "modify", "change", "обнов", "измен"];
-const GET: &[&str] = &["get", "read", "fetch", "show", "details", "получ"];
-const LIST: &[&str] = &[
-    "list",
-    "search",
-    "find",
-    "query",
-    "список",
-    "поиск",
-    "найти",
-    "спис",
-];
-const COMMENT: &[&str] = &["comment", "timeline", "коммент"];
-const DUPLICATE: &[&str] = &["duplicate", "findbycomm", "dupl", "дубл"];
-const PHONE: &[&str] = &["phone", "телеф"];
-const STATUS: &[&str] = &["status", "source", "stage", "статус"];
-const FIELD: &[&str] = &["field", "fields", "поле", "поля"];
-const USERFIELD: &[&str] = &["userfield", "userfields"];
-const OTHER_ENTITIES: &[&str] = &[
-    "deal",
-    "contact",
-    "company",
-    "task",
-    "invoice",
-    "quote",
-    "product",
-    "user",
-    "сделк",
-    "контакт",
-    "компан",
-    "задач",
-];
-
-/// Normalises a property name for matching: lower case, no `_`/`-`.
-pub(crate) fn norm(name: &str) -> String {
-    name.chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
-fn schema_props(schema: &Value) -> (Vec<String>, Vec<String>) {
-    let props = schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default();
-    let required = schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| {
-            r.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    (props, required)
-}
-
-fn prop_type<'a>(schema: &'a Value, prop: &str) -> Option<&'a str> {
-    schema
-        .get("properties")?
-        .get(prop)?
-        .get("type")
-        .and_then(Value::as_str)
-}
-
-fn find_prop(props: &[String], names: &[&str]) -> Option<String> {
-    props
-        .iter()
-        .find(|p| names.iter().any(|n| norm(p) == *n))
-        .cloned()
-}
-
-/// A generic "run a REST method" tool: a string `method` argument and an object of parameters.
-fn as_rest(tool: &ToolInfo) -> Option<ToolKind> {
-    let (props, _) = schema_props(&tool.input_schema);
-    let method = find_prop(&props, &["method", "apimethod", "restmethod", "methodname"])?;
-    let params = find_prop(
-        &props,
-        &[
-            "params",
-            "parameters",
-            "args",
-            "arguments",
-            "data",
-            "payload",
-            "body",
-        ],
-    )?;
-    if prop_type(&tool.input_schema, &params).is_some_and(|t| t != "object") {
-        return None;
-    }
-    Some(ToolKind::Rest {
-        method_arg: method,
-        params_arg: params,
-    })
-}
-
-/// An entity-generic CRM tool (`crm_add {entity, fields}`); returns the operation it performs.
-fn as_entity(tool: &ToolInfo) -> Option<(Operation, ToolKind)> {
-    let (props, _) = schema_props(&tool.input_schema);
-    let entity = find_prop(
-        &props,
-        &["entity", "entitytype", "entitytypeid", "entityname"],
-    )?;
-    let numeric = matches!(
-        prop_type(&tool.input_schema, &entity),
-        Some("integer" | "number")
-    ) || norm(&entity) == "entitytypeid";
-    let name = tokens(&tool.name);
-    if has_any(&name, LEAD) || has_any(&name, COMMENT) || has_any(&name, STATUS) {
-        return None; // a lead tool or a helper, not entity-generic
-    }
-    let op = if has_any(&name, DUPLICATE) {
-        return None;
-    } else if has_any(&name, CREATE) {
-        Operation::CreateLead
-    } else if has_any(&name, UPDATE) {
-        Operation::UpdateLead
-    } else if has_any(&name, &["list", "search", "find", "query"]) {
-        Operation::ListLeads
-    } else if has_any(&name, GET) {
-        Operation::GetLead
-    } else {
-        return None;
-    };
-    Some((
-        op,
-        ToolKind::Entity {
-            entity_arg: entity,
-            numeric,
-        },
-    ))
-}
-
-/// A per-operation tool: which operation its name (else its description) says it performs.
-fn direct_op(tool: &ToolInfo) -> Option<Operation> {
-    let by_name = classify_words(&tokens(&tool.name));
-    if by_name.is_some() {
-        return by_name;
-    }
-    tool.description
-        .as_deref()
-        .and_then(|d| classify_words(&tokens(d)))
-}
-
-fn classify_words(t: &[String]) -> Option<Operation> {
-    if has_any(t, DUPLICATE) {
-        return Some(Operation::FindByPhone);
-    }
-    if has_any(t, OTHER_ENTITIES) && !has_any(t, LEAD) {
-        return None;
-    }
-    if has_any(t, COMMENT) {
-        return Some(Operation::AddComment);
-    }
-    if has_any(t, USERFIELD) || (has_any(t, &["user"]) && has_any(t, FIELD)) {
-        return has_any(t, CREATE).then_some(Operation::AddUserField);
-    }
-    if has_any(t, STATUS) && !has_any(t, LEAD) {
-        if has_any(t, CREATE) {
-            return Some(Operation::AddStatus);
-        }
-        if has_any(t, LIST) || has_any(t, GET) {
-            return Some(Operation::ListStatuses);
-        }
-        return None;
-    }
-    if !has_any(t, LEAD) {
-        return None;
-    }
-    if has_any(t, FIELD) {
-        return (!has_any(t, CREATE) && !has_any(t, UPDATE)).then_some(Operation::LeadFields);
-    }
-    if has_any(t, PHONE) && has_any(t, LIST) {
-        return Some(Operation::FindByPhone);
-    }
-    if has_any(t, CREATE) {
-        Some(Operation::CreateLead)
-    } else if has_any(t, UPDATE) {
-        Some(Operation::UpdateLead)
-    } else if has_any(t, LIST) || t.iter().any(|w| w == "leads") {
-        Some(Operation::ListLeads)
-    } else if has_any(t, GET) {
-        Some(Operation::GetLead)
-    } else {
-        None
-    }
-}
-
-fn direct_kind(tool: &ToolInfo) -> ToolKind {
-    let (properties, required) = schema_props(&tool.input_schema);
-    ToolKind::Direct {
-        properties,
-        required,
-    }
-}
-
-fn profile_rank(p: Profile) -> u8 {
-    match p {
-        Profile::Config => 0,
-        Profile::LeadTools => 1,
-        Profile::CrmEntity => 2,
-        Profile::RestMethod => 3,
-    }
-}
-
-/// Binds every operation it can. Explicit `map` entries win; among discovered tools a
-/// per-operation tool beats an entity-generic one, which beats the generic REST tool.
-/// A direct tool is only bound when its required arguments can all be filled for its operation.
+/// Binds every operation it can. `map` entries win; among discovered tools a tool per lead
+/// operation beats a per-entity action tool, which beats an entity-generic one, which beats the
+/// generic REST tool; a tool whose name says the operation beats one whose description does.
 pub fn discover(tools: &[ToolInfo], map: Option<&ToolMap>) -> Binding {
-    let mut ops: BTreeMap<Operation, BoundTool> = BTreeMap::new();
-    let mut offer = |op: Operation, bound: BoundTool| match ops.get(&op) {
-        Some(existing) if profile_rank(existing.profile) <= profile_rank(bound.profile) => {}
-        _ => {
-            ops.insert(op, bound);
-        }
-    };
+    let mut ops: BTreeMap<Operation, (BoundTool, bool)> = BTreeMap::new();
     for tool in tools {
-        if let Some(kind) = as_rest(tool) {
-            for op in Operation::ALL {
-                offer(
-                    op,
-                    BoundTool {
-                        tool: tool.name.clone(),
-                        profile: Profile::RestMethod,
-                        kind: kind.clone(),
-                    },
-                );
-            }
-            continue;
-        }
-        if let Some((op, kind)) = as_entity(tool) {
-            offer(
-                op,
-                BoundTool {
-                    tool: tool.name.clone(),
-                    profile: Profile::CrmEntity,
-                    kind,
-                },
-            );
-            continue;
-        }
-        if let Some(op) = direct_op(tool) {
-            let kind = direct_kind(tool);
-            if super::args::direct_fits(op, &kind) {
-                offer(
-                    op,
-                    BoundTool {
-                        tool: tool.name.clone(),
-                        profile: Profile::LeadTools,
-                        kind,
-                    },
-                );
+        for c in candidates(tool) {
+            let better = match ops.get(&c.op) {
+                None => true,
+                Some((b, by_name)) => {
+                    (c.bound.profile.rank(), !c.by_name) < (b.profile.rank(), !*by_name)
+                }
+            };
+            if better {
+                ops.insert(c.op, (c.bound, c.by_name));
             }
         }
     }
+    let mut ops: BTreeMap<Operation, BoundTool> =
+        ops.into_iter().map(|(k, (b, _))| (k, b)).collect();
     if let Some(map) = map {
-        for (op, (name, kind)) in &map.entries {
-            let Some(tool) = tools.iter().find(|t| &t.name == name) else {
-                // A configured tool the server does not offer: the operation stays unbound, so
-                // connect reports it missing instead of silently using another tool.
-                ops.remove(op);
-                continue;
+        for (op, entry) in map.entries() {
+            // A configured tool the server does not offer, or cannot serve: the operation stays
+            // unbound, so connect names it missing instead of silently using another tool.
+            match tools
+                .iter()
+                .find(|t| t.name == entry.tool)
+                .and_then(|t| configured(t, *op, entry))
+            {
+                Some(bound) => ops.insert(*op, bound),
+                None => ops.remove(op),
             };
-            let kind = match kind.as_deref() {
-                Some("rest") => as_rest(tool),
-                Some("entity") => as_entity(tool).map(|(_, k)| k),
-                Some("direct") => Some(direct_kind(tool)),
-                _ => as_rest(tool)
-                    .or_else(|| as_entity(tool).map(|(_, k)| k))
-                    .or_else(|| Some(direct_kind(tool))),
-            };
-            match kind {
-                Some(kind) => {
-                    ops.insert(
-                        *op,
-                        BoundTool {
-                            tool: name.clone(),
-                            profile: Profile::Config,
-                            kind,
-                        },
-                    );
-                }
-                None => {
-                    ops.remove(op);
-                }
-            }
         }
     }
     Binding {
         ops,
         caps: PortalCaps::default(),
+    }
+}
+
+/// A tool's text for reading what it does: its name, and its description's first sentence.
+fn name_and_purpose(tool: &ToolInfo) -> (Vec<String>, Vec<String>) {
+    let desc = tool
+        .description
+        .as_deref()
+        .map(words::first_sentence)
+        .unwrap_or("");
+    (tokens(&tool.name), tokens(desc))
+}
+
+fn is_report(name: &[String], desc: &[String]) -> bool {
+    has_any(name, words::REPORT) || (!has_any(name, words::LEAD) && has_any(desc, words::REPORT))
+}
+
+/// Every operation one tool can serve.
+fn candidates(tool: &ToolInfo) -> Vec<Candidate> {
+    let props = props(&tool.input_schema);
+    let (name, desc) = name_and_purpose(tool);
+    if is_report(&name, &desc) {
+        return Vec::new();
+    }
+    if let Some(kind) = as_rest(&props) {
+        let methods = find(&props, METHOD_ARGS)
+            .map(|p| p.enum_values.clone())
+            .unwrap_or_default();
+        return Operation::ALL
+            .into_iter()
+            .filter(|op| methods.is_empty() || methods.contains(&json!(op.rest_method())))
+            .map(|op| Candidate {
+                op,
+                bound: BoundTool {
+                    tool: tool.name.clone(),
+                    profile: Profile::RestMethod,
+                    kind: kind.clone(),
+                },
+                by_name: false,
+            })
+            .collect();
+    }
+    let entity = entity_selector(&props);
+    if let Some(Err(())) = entity {
+        return Vec::new(); // an entity argument that cannot name a lead
+    }
+    let entity = entity.and_then(Result::ok);
+    let about_leads = entity.is_some() || about_leads(&name, &desc);
+    if let Some(action) = find(&props, ACTION_ARGS).filter(|p| !p.enum_values.is_empty()) {
+        if !about_leads {
+            return Vec::new();
+        }
+        return action_candidates(tool, &props, action, entity);
+    }
+    let ops = match &entity {
+        Some(_) => entity_ops(&name),
+        None if about_leads => lead_ops(&name, &desc, &props),
+        None => Vec::new(),
+    };
+    let profile = if entity.is_some() {
+        Profile::CrmEntity
+    } else {
+        Profile::LeadTools
+    };
+    let fixed: Vec<(String, Value)> = entity.into_iter().collect();
+    ops.into_iter()
+        .filter_map(|(op, by_name)| {
+            plan_for(op, &props, &fixed).map(|plan| Candidate {
+                op,
+                bound: BoundTool {
+                    tool: tool.name.clone(),
+                    profile,
+                    kind: ToolKind::Args(plan),
+                },
+                by_name,
+            })
+        })
+        .collect()
+}
+
+const METHOD_ARGS: &[&str] = &["method", "apimethod", "restmethod", "methodname"];
+const PARAMS_ARGS: &[&str] = &[
+    "params",
+    "parameters",
+    "args",
+    "arguments",
+    "payload",
+    "body",
+    "data",
+];
+const ENTITY_ARGS: &[&str] = &[
+    "entity",
+    "entitytype",
+    "entitytypeid",
+    "entityname",
+    "entitytypename",
+    "crmentity",
+];
+const ACTION_ARGS: &[&str] = &["action", "operation", "op", "mode", "command"];
+
+/// A generic "run a REST method" tool: a `method` string and an object of parameters.
+fn as_rest(props: &[Prop]) -> Option<ToolKind> {
+    let method = find(props, METHOD_ARGS).filter(|p| p.accepts("string"))?;
+    let params = find(props, PARAMS_ARGS).filter(|p| p.is_object())?;
+    Some(ToolKind::Rest {
+        method_arg: method.name.clone(),
+        params_arg: params.name.clone(),
+    })
+}
+
+/// The entity argument fixed to the lead entity: `Some(Ok)` when the tool has one that can name
+/// a lead, `Some(Err)` when it has one that cannot (its enum lists no lead), `None` without one.
+/// A phone search's `entity_type` (with `values`) is a search parameter, not a selector.
+fn entity_selector(props: &[Prop]) -> Option<Result<(String, Value), ()>> {
+    let p = find(props, ENTITY_ARGS)?;
+    if p.key() == "entitytype" && find(props, &["values", "type", "phones"]).is_some() {
+        return None;
+    }
+    let numeric_name = p.key() == "entitytypeid";
+    let lead = |v: &Value| match v {
+        Value::Number(n) => n.as_i64() == Some(1),
+        Value::String(s) => {
+            matches!(norm(s).as_str(), "lead" | "leads" | "crmlead") || (numeric_name && s == "1")
+        }
+        _ => false,
+    };
+    let value = if p.enum_values.is_empty() {
+        if p.is_numeric() || (numeric_name && !p.accepts("string")) {
+            json!(1)
+        } else if numeric_name {
+            json!("1")
+        } else {
+            json!("lead")
+        }
+    } else {
+        match p.enum_values.iter().find(|v| lead(v)) {
+            Some(v) => v.clone(),
+            None => return Some(Err(())),
+        }
+    };
+    Some(Ok((p.name.clone(), value)))
+}
+
+/// The tool acts on leads: its name says so, or names a lead helper (statuses, duplicates,
+/// comments, fields) and no other entity, or its description's first sentence is about leads
+/// and no other entity.
+fn about_leads(name: &[String], desc: &[String]) -> bool {
+    if has_any(name, words::LEAD) {
+        return true;
+    }
+    if has_any(name, words::OTHER_ENTITIES) {
+        return false;
+    }
+    if [
+        words::STATUS,
+        words::DUPLICATE,
+        words::COMMENT,
+        words::FIELD,
+    ]
+    .iter()
+    .any(|stems| has_any(name, stems))
+    {
+        return true;
+    }
+    (has_any(desc, words::LEAD) && !has_any(desc, words::OTHER_ENTITIES))
+        || has_any(desc, words::DUPLICATE)
+}
+
+/// Operations of a shared entity tool, from its name (`crm_add`, `crm_item_list`).
+fn entity_ops(name: &[String]) -> Vec<(Operation, bool)> {
+    let op = match words::verb(name) {
+        Some(Verb::Create) => Operation::CreateLead,
+        Some(Verb::Update) => Operation::UpdateLead,
+        Some(Verb::Get) => Operation::GetLead,
+        Some(Verb::List) => Operation::ListLeads,
+        _ if has_any(name, words::FIELD) => Operation::LeadFields,
+        _ => return Vec::new(),
+    };
+    if has_any(name, words::COMMENT) {
+        return if op == Operation::CreateLead {
+            vec![(Operation::AddComment, true)]
+        } else {
+            Vec::new()
+        };
+    }
+    if has_any(name, words::STATUS) || has_any(name, words::DUPLICATE) {
+        return Vec::new();
+    }
+    vec![(op, true)]
+}
+
+/// Operations of a tool per operation: from its name, else from its description's first
+/// sentence when that agrees with the verb the name has (if any).
+fn lead_ops(name: &[String], desc: &[String], props: &[Prop]) -> Vec<(Operation, bool)> {
+    if let Some(op) = op_of_words(name, props) {
+        return vec![(op, true)];
+    }
+    if !words::is_opaque(name) {
+        return Vec::new(); // the name says what it does, and it is none of ours
+    }
+    let Some(op) = op_of_words(desc, props) else {
+        return Vec::new();
+    };
+    let agrees = match words::verb(name) {
+        None => true,
+        Some(Verb::Create) => matches!(
+            op,
+            Operation::CreateLead
+                | Operation::AddComment
+                | Operation::AddStatus
+                | Operation::AddUserField
+        ),
+        Some(Verb::Update) => op == Operation::UpdateLead,
+        Some(Verb::Get) => matches!(
+            op,
+            Operation::GetLead | Operation::LeadFields | Operation::ListStatuses
+        ),
+        Some(Verb::List) => matches!(
+            op,
+            Operation::ListLeads | Operation::FindByPhone | Operation::ListStatuses
+        ),
+        Some(Verb::Delete) => false,
+    };
+    if agrees {
+        vec![(op, false)]
+    } else {
+        Vec::new()
+    }
+}
+
+fn op_of_words(t: &[String], props: &[Prop]) -> Option<Operation> {
+    if has_any(t, words::DUPLICATE) {
+        return Some(Operation::FindByPhone);
+    }
+    if has_any(t, words::OTHER_ENTITIES) && !has_any(t, words::LEAD) {
+        return None;
+    }
+    if has_any(t, words::COMMENT) {
+        // Adding a comment; listing, reading or editing comments is not.
+        return matches!(words::verb(t), None | Some(Verb::Create))
+            .then_some(Operation::AddComment);
+    }
+    if has_any(t, words::USERFIELD) || (has_any(t, &["user"]) && has_any(t, words::FIELD)) {
+        return (words::verb(t) == Some(Verb::Create)).then_some(Operation::AddUserField);
+    }
+    if has_any(t, words::STATUS) && !has_any(t, words::LEAD) {
+        return match words::verb(t) {
+            Some(Verb::Create) => Some(Operation::AddStatus),
+            Some(Verb::List | Verb::Get) => Some(Operation::ListStatuses),
+            _ => None,
+        };
+    }
+    if !has_any(t, words::LEAD) {
+        return None;
+    }
+    if has_any(t, words::FIELD) && !matches!(words::verb(t), Some(Verb::Create | Verb::Update)) {
+        return Some(Operation::LeadFields);
+    }
+    if has_any(t, words::PHONE)
+        && words::verb(t) == Some(Verb::List)
+        && find(props, &["filter"]).is_none()
+    {
+        return Some(Operation::FindByPhone);
+    }
+    match words::verb(t) {
+        Some(Verb::Create) => Some(Operation::CreateLead),
+        Some(Verb::Update) => Some(Operation::UpdateLead),
+        Some(Verb::List) => Some(Operation::ListLeads),
+        // "get leads" without an id is a listing
+        Some(Verb::Get) if t.iter().any(|w| w == "leads" || w == "лиды") => {
+            Some(Operation::ListLeads)
+        }
+        Some(Verb::Get) => Some(Operation::GetLead),
+        _ if t.iter().any(|w| w == "leads") => Some(Operation::ListLeads),
+        _ => None,
+    }
+}
+
+/// Operations of a tool per entity whose `action` argument picks the operation.
+fn action_candidates(
+    tool: &ToolInfo,
+    props: &[Prop],
+    action: &Prop,
+    entity: Option<(String, Value)>,
+) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for value in &action.enum_values {
+        let Some(v) = value.as_str() else { continue };
+        let op = match words::action_verb(v) {
+            Some(Verb::Create) => Operation::CreateLead,
+            Some(Verb::Update) => Operation::UpdateLead,
+            Some(Verb::Get) => Operation::GetLead,
+            Some(Verb::List) => Operation::ListLeads,
+            _ => continue,
+        };
+        let mut fixed: Vec<(String, Value)> = entity.clone().into_iter().collect();
+        fixed.push((action.name.clone(), value.clone()));
+        if let Some(plan) = plan_for(op, props, &fixed) {
+            out.push(Candidate {
+                op,
+                bound: BoundTool {
+                    tool: tool.name.clone(),
+                    profile: Profile::EntityAction,
+                    kind: ToolKind::Args(plan),
+                },
+                by_name: true,
+            });
+        }
+    }
+    out
+}
+
+/// The plan when the schema can carry what `op` sends and every required argument is filled.
+fn plan_for(op: Operation, props: &[Prop], fixed: &[(String, Value)]) -> Option<ArgPlan> {
+    let plan = ArgPlan::build(op, props, fixed).ok()?;
+    (plan.carries(op) && plan.fill(&sample_params(op)).is_ok()).then_some(plan)
+}
+
+/// A tool named in `MCP_TOOL_MAP`: bound the way the entry says, else as discovery reads it.
+fn configured(tool: &ToolInfo, op: Operation, entry: &MapEntry) -> Option<BoundTool> {
+    let props = props(&tool.input_schema);
+    let kind = if entry.kind.as_deref() == Some("rest")
+        || (entry.kind.is_none() && as_rest(&props).is_some())
+    {
+        as_rest(&props)?
+    } else {
+        let mut fixed = entry.fixed.clone();
+        if entry.kind.as_deref() == Some("entity")
+            && !fixed
+                .iter()
+                .any(|(k, _)| find(&props, &[&norm(k)]).is_some())
+        {
+            fixed.extend(entity_selector(&props).and_then(Result::ok));
+        }
+        if entry.kind.is_none() && fixed.is_empty() {
+            fixed.extend(entity_selector(&props).and_then(Result::ok));
+        }
+        let mut plan = ArgPlan::build(op, &props, &fixed).ok()?;
+        entry.apply_overrides(&mut plan);
+        // Configured or not, a tool that cannot carry what the operation sends is not bound.
+        if !plan.carries(op) || plan.fill(&sample_params(op)).is_err() {
+            return None;
+        }
+        ToolKind::Args(plan)
+    };
+    Some(BoundTool {
+        tool: tool.name.clone(),
+        profile: Profile::Config,
+        kind,
+    })
+}
+
+impl BoundTool {
+    /// The `tools/call` arguments for `op` with REST parameters `params`.
+    pub fn arguments(&self, op: Operation, params: Map<String, Value>) -> Result<Value, ArgsError> {
+        match &self.kind {
+            ToolKind::Rest {
+                method_arg,
+                params_arg,
+            } => {
+                let mut args = Map::new();
+                args.insert(method_arg.clone(), json!(op.rest_method()));
+                args.insert(params_arg.clone(), Value::Object(params));
+                Ok(Value::Object(args))
+            }
+            ToolKind::Args(plan) => {
+                plan.fill(&params)
+                    .map(Value::Object)
+                    .map_err(|argument| ArgsError {
+                        tool: self.tool.clone(),
+                        op: op.key(),
+                        argument,
+                    })
+            }
+        }
     }
 }
 
@@ -524,30 +604,44 @@ mod tests {
         json!({"type": "object", "properties": p, "required": required})
     }
 
-    fn lead_tools() -> Vec<ToolInfo> {
+    fn bound(b: &Binding, op: Operation) -> Option<&str> {
+        b.get(op).map(|t| t.tool.as_str())
+    }
+
+    fn args(b: &Binding, op: Operation, params: Value) -> Value {
+        b.get(op)
+            .and_then(|t| {
+                t.arguments(op, params.as_object().cloned().unwrap_or_default())
+                    .ok()
+            })
+            .unwrap_or(Value::Null)
+    }
+
+    /// The shape reported from the field: per-operation tools with flat properties AND an
+    /// optional `fields` object for raw extra fields.
+    fn flat_plus_fields() -> Vec<ToolInfo> {
+        let flat = |id: bool| {
+            let mut p = json!({"title": {"type": "string"}, "name": {"type": "string"},
+                "phone": {"type": "string"}, "comments": {"type": "string"},
+                "sourceId": {"type": "string"}, "statusId": {"type": "string"},
+                "fields": {"anyOf": [{"type": "object"}, {"type": "null"}], "default": null}});
+            if id {
+                p["id"] = json!({"type": "integer"});
+            }
+            json!({"type": "object", "properties": p, "required": if id { json!(["id"]) } else { json!(["title"]) }})
+        };
         vec![
-            tool(
-                "bitrix24_create_lead",
-                "Create a lead (crm.lead.add)",
-                obj(&[("fields", "object")], &["fields"]),
-            ),
-            tool(
-                "bitrix24_update_lead",
-                "Update a lead",
-                obj(
-                    &[("id", "integer"), ("fields", "object")],
-                    &["id", "fields"],
-                ),
-            ),
+            tool("bitrix24_create_lead", "Create a lead", flat(false)),
+            tool("bitrix24_update_lead", "Update a lead", flat(true)),
             tool(
                 "bitrix24_get_lead",
-                "Get a lead by id",
+                "Get a lead",
                 obj(&[("id", "integer")], &["id"]),
             ),
             tool(
                 "bitrix24_list_leads",
                 "List leads",
-                obj(&[("filter", "object"), ("select", "array")], &[]),
+                obj(&[("filter", "object"), ("limit", "integer")], &[]),
             ),
             tool(
                 "bitrix24_find_duplicates",
@@ -558,147 +652,171 @@ mod tests {
                         ("values", "array"),
                         ("entity_type", "string"),
                     ],
-                    &["type", "values"],
+                    &["values"],
                 ),
-            ),
-            tool(
-                "bitrix24_add_lead_comment",
-                "Add a timeline comment to a lead",
-                obj(
-                    &[("lead_id", "integer"), ("comment", "string")],
-                    &["lead_id", "comment"],
-                ),
-            ),
-            tool(
-                "bitrix24_list_statuses",
-                "List statuses",
-                obj(&[("entity_id", "string")], &["entity_id"]),
-            ),
-            tool(
-                "bitrix24_list_lead_fields",
-                "Describe lead fields",
-                obj(&[], &[]),
-            ),
-            tool(
-                "bitrix24_list_deals",
-                "List deals",
-                obj(&[("filter", "object")], &[]),
-            ),
-            tool(
-                "search_tasks",
-                "Search tasks",
-                obj(&[("query", "string")], &[]),
             ),
         ]
     }
 
     #[test]
-    fn per_operation_lead_tools_bind_every_operation_they_offer() {
-        let b = discover(&lead_tools(), None);
-        let expect = [
-            (Operation::CreateLead, "bitrix24_create_lead"),
-            (Operation::UpdateLead, "bitrix24_update_lead"),
-            (Operation::GetLead, "bitrix24_get_lead"),
-            (Operation::ListLeads, "bitrix24_list_leads"),
-            (Operation::FindByPhone, "bitrix24_find_duplicates"),
-            (Operation::AddComment, "bitrix24_add_lead_comment"),
-            (Operation::ListStatuses, "bitrix24_list_statuses"),
-            (Operation::LeadFields, "bitrix24_list_lead_fields"),
-        ];
-        for (op, name) in expect {
-            assert_eq!(b.get(op).map(|t| t.tool.as_str()), Some(name), "{op:?}");
-            assert_eq!(b.get(op).unwrap().profile, Profile::LeadTools);
-        }
-        assert!(b.missing_required().is_empty());
+    fn flat_properties_plus_a_fields_object_bind_create_and_update() {
+        let b = discover(&flat_plus_fields(), None);
+        assert!(b.missing_required().is_empty(), "{:?}", b.report());
+        let create = args(
+            &b,
+            Operation::CreateLead,
+            json!({"fields": {"TITLE": "Telegram: Ann", "NAME": "Ann", "ORIGIN_ID": "t:c",
+                   "PHONE": [{"VALUE": "+1", "VALUE_TYPE": "WORK"}], "UF_CRM_TELEAGENT_SCORE": 5}}),
+        );
         assert_eq!(
-            b.missing_optional(),
-            vec![Operation::AddStatus, Operation::AddUserField]
+            create,
+            json!({"title": "Telegram: Ann", "name": "Ann", "phone": "+1",
+                   "fields": {"ORIGIN_ID": "t:c", "UF_CRM_TELEAGENT_SCORE": 5}})
+        );
+        let update = args(
+            &b,
+            Operation::UpdateLead,
+            json!({"id": 7, "fields": {"STATUS_ID": "JUNK", "UF_CRM_X": 1}}),
+        );
+        assert_eq!(
+            update,
+            json!({"id": 7, "statusId": "JUNK", "fields": {"UF_CRM_X": 1}})
+        );
+        assert_eq!(
+            bound(&b, Operation::FindByPhone),
+            Some("bitrix24_find_duplicates")
         );
     }
 
     #[test]
-    fn one_generic_rest_tool_binds_everything() {
+    fn report_tools_are_never_bound_even_when_they_mention_leads() {
         let tools = vec![
             tool(
-                "bitrix24_call_method",
-                "Call any Bitrix24 REST API method",
-                obj(&[("method", "string"), ("params", "object")], &["method"]),
+                "get_daily_summary",
+                "Сводка за день: созданные лиды, новые сделки",
+                obj(&[("date", "string")], &[]),
             ),
-            tool("deal_category_list", "List deal categories", obj(&[], &[])),
+            tool(
+                "deal_stages",
+                "Получить стадии сделок",
+                obj(&[("id", "integer")], &["id"]),
+            ),
+            tool(
+                "leads_report",
+                "Report of new leads",
+                obj(&[("fields", "object")], &[]),
+            ),
+            tool(
+                "lead_list",
+                "Список лидов",
+                obj(&[("filter", "object")], &[]),
+            ),
         ];
         let b = discover(&tools, None);
-        for op in Operation::ALL {
-            let t = b.get(op).unwrap_or_else(|| panic!("{op:?} unbound"));
-            assert_eq!(t.tool, "bitrix24_call_method");
-            assert_eq!(
-                t.kind,
-                ToolKind::Rest {
-                    method_arg: "method".into(),
-                    params_arg: "params".into()
-                }
-            );
-        }
+        assert_eq!(bound(&b, Operation::ListLeads), Some("lead_list"));
+        assert_eq!(
+            b.missing_required(),
+            vec![
+                Operation::CreateLead,
+                Operation::UpdateLead,
+                Operation::GetLead
+            ]
+        );
     }
 
     #[test]
-    fn entity_generic_tools_bind_lead_crud() {
+    fn get_binds_only_to_a_lead_tool_that_takes_an_id() {
+        let tools = vec![
+            tool("get_deal", "Get a deal", obj(&[("id", "integer")], &["id"])),
+            tool(
+                "get_lead_list",
+                "Get leads",
+                obj(&[("limit", "integer")], &[]),
+            ),
+            tool(
+                "lead_get",
+                "Get a lead",
+                obj(&[("query", "string")], &["query"]),
+            ),
+        ];
+        assert_eq!(bound(&discover(&tools, None), Operation::GetLead), None);
+    }
+
+    #[test]
+    fn a_search_that_cannot_filter_is_not_bound() {
+        let tools = vec![tool(
+            "bitrix24_list_leads",
+            "List leads",
+            obj(&[("limit", "integer")], &[]),
+        )];
+        let b = discover(&tools, None);
+        assert_eq!(bound(&b, Operation::ListLeads), None);
+        assert!(b.missing_required().contains(&Operation::FindByPhone));
+    }
+
+    #[test]
+    fn entity_and_action_selectors_are_fixed_from_the_schema() {
         let tools = vec![
             tool(
-                "crm_get",
-                "Get a CRM item",
-                obj(
-                    &[("entity", "string"), ("id", "integer")],
-                    &["entity", "id"],
-                ),
-            ),
-            tool(
-                "crm_list",
-                "List CRM items",
-                obj(
-                    &[
-                        ("entity", "string"),
-                        ("filter", "object"),
-                        ("select", "array"),
-                    ],
-                    &["entity"],
-                ),
-            ),
-            tool(
-                "crm_add",
+                "crm_item_add",
                 "Add a CRM item",
                 obj(
-                    &[("entity", "string"), ("fields", "object")],
-                    &["entity", "fields"],
+                    &[("entityTypeId", "integer"), ("fields", "object")],
+                    &["entityTypeId", "fields"],
                 ),
             ),
             tool(
                 "crm_update",
-                "Update a CRM item",
-                obj(
-                    &[
-                        ("entity", "string"),
-                        ("id", "integer"),
-                        ("fields", "object"),
-                    ],
-                    &["entity", "id", "fields"],
-                ),
+                "Update",
+                json!({"type": "object", "required": ["entity", "id", "fields"], "properties": {
+                    "entity": {"type": "string", "enum": ["DEAL", "LEAD"]}, "id": {"type": "integer"},
+                    "fields": {"type": "object"}}}),
+            ),
+            tool(
+                "crm_get",
+                "Get",
+                json!({"type": "object", "properties": {"entity": {"type": "string", "enum": ["deal", "contact"]}, "id": {"type": "integer"}}}),
+            ),
+            tool(
+                "bx24_crm_leads",
+                "Leads: CRUD",
+                json!({"type": "object", "required": ["action"], "properties": {
+                    "action": {"type": "string", "enum": ["contact_add", "add", "get", "list", "update", "delete"]},
+                    "id": {"type": "string"}, "fields": {"type": "object"}, "filter": {"type": "object"}}}),
             ),
         ];
         let b = discover(&tools, None);
-        assert_eq!(b.get(Operation::CreateLead).unwrap().tool, "crm_add");
-        assert_eq!(b.get(Operation::UpdateLead).unwrap().tool, "crm_update");
-        assert_eq!(b.get(Operation::GetLead).unwrap().tool, "crm_get");
-        assert_eq!(b.get(Operation::ListLeads).unwrap().tool, "crm_list");
-        // no duplicate tool, but the list tool can search by PHONE
-        assert!(
-            b.missing_required().is_empty(),
-            "{:?}",
-            b.missing_required()
+        // the action tool beats the entity tools; an entity enum without a lead never binds
+        assert_eq!(
+            args(&b, Operation::GetLead, json!({"id": 3})),
+            json!({"action": "get", "id": "3"})
         );
+        assert_eq!(
+            args(&b, Operation::CreateLead, json!({"fields": {"TITLE": "x"}})),
+            json!({"action": "add", "fields": {"TITLE": "x"}})
+        );
+        let entity_only = discover(&tools[..3], None);
+        assert_eq!(
+            args(
+                &entity_only,
+                Operation::CreateLead,
+                json!({"fields": {"TITLE": "x"}})
+            ),
+            json!({"entityTypeId": 1, "fields": {"TITLE": "x"}})
+        );
+        assert_eq!(
+            args(
+                &entity_only,
+                Operation::UpdateLead,
+                json!({"id": 3, "fields": {}})
+            ),
+            json!({"entity": "LEAD", "id": 3, "fields": {}})
+        );
+        assert_eq!(bound(&entity_only, Operation::GetLead), None);
     }
 
     #[test]
-    fn russian_descriptions_and_camel_case_names_are_read() {
+    fn russian_descriptions_name_opaque_tools_only() {
         let tools = vec![
             tool(
                 "b24Tool1",
@@ -713,87 +831,101 @@ mod tests {
                     &["id", "fields"],
                 ),
             ),
-            tool("getLead", "", obj(&[("id", "integer")], &["id"])),
+            tool(
+                "check_settings",
+                "Получить лид по ID",
+                obj(&[("id", "integer")], &["id"]),
+            ),
         ];
         let b = discover(&tools, None);
-        assert_eq!(b.get(Operation::CreateLead).unwrap().tool, "b24Tool1");
-        assert_eq!(b.get(Operation::UpdateLead).unwrap().tool, "b24Tool2");
-        assert_eq!(b.get(Operation::GetLead).unwrap().tool, "getLead");
-        assert_eq!(b.missing_required(), vec![Operation::FindByPhone]);
+        assert_eq!(bound(&b, Operation::CreateLead), Some("b24Tool1"));
+        assert_eq!(bound(&b, Operation::UpdateLead), Some("b24Tool2"));
+        assert_eq!(
+            bound(&b, Operation::GetLead),
+            None,
+            "a name that says something else wins"
+        );
     }
 
     #[test]
-    fn read_only_servers_report_what_is_missing() {
-        let tools = vec![
-            tool("deal_category_list", "List deal categories", obj(&[], &[])),
-            tool(
-                "get_task_by_id",
-                "Get a task",
-                obj(&[("id", "integer")], &["id"]),
-            ),
-            tool(
-                "bitrix24_get_lead",
-                "Get a lead",
-                obj(&[("id", "integer")], &["id"]),
-            ),
-        ];
+    fn generic_rest_tool_binds_everything_its_method_enum_allows() {
+        let tools = vec![tool(
+            "call",
+            "Call a REST method",
+            json!({"type": "object", "properties": {"method": {"type": "string"}, "params": {"type": "object"}}}),
+        )];
         let b = discover(&tools, None);
         assert_eq!(
-            b.missing_required(),
-            vec![
-                Operation::FindByPhone,
-                Operation::CreateLead,
-                Operation::UpdateLead
-            ]
+            Operation::ALL
+                .iter()
+                .filter(|op| b.get(**op).is_some())
+                .count(),
+            10
         );
-        let report = b.report();
         assert_eq!(
-            report["missing_required"],
-            json!(["find_by_phone", "create_lead", "update_lead"])
+            args(&b, Operation::GetLead, json!({"id": 7})),
+            json!({"method": "crm.lead.get", "params": {"id": 7}})
         );
-        assert_eq!(report["bound"]["get_lead"]["tool"], "bitrix24_get_lead");
+        let limited = vec![tool(
+            "call",
+            "Call",
+            json!({"type": "object", "properties": {"method": {"type": "string", "enum": ["crm.lead.get", "crm.lead.add"]}, "params": {"type": "object"}}}),
+        )];
+        let b = discover(&limited, None);
+        assert_eq!(b.ops.len(), 2);
     }
 
     #[test]
     fn configuration_wins_and_names_must_exist() {
-        let mut tools = lead_tools();
+        let mut tools = flat_plus_fields();
         tools.push(tool(
             "my_lead_maker",
             "makes things",
             obj(&[("fields", "object")], &["fields"]),
         ));
+        tools.push(tool(
+            "leads",
+            "x",
+            json!({"type": "object", "properties": {"op": {"type": "string"}, "lead_id": {"type": "string"}, "q": {"type": "string"}}}),
+        ));
         let map = ToolMap::parse(
-            r#"{"create_lead": "my_lead_maker", "get_lead": {"tool": "nope", "kind": "direct"}}"#,
+            r#"{"create_lead": "my_lead_maker", "get_lead": {"tool": "nope"},
+                "update_lead": {"tool": "leads", "kind": "action", "set": {"op": "update"}},
+                "list_leads": {"tool": "leads", "kind": "direct", "set": {"op": "list"}, "args": {"q": "filter"}}}"#,
         )
         .unwrap();
         let b = discover(&tools, Some(&map));
-        assert_eq!(b.get(Operation::CreateLead).unwrap().tool, "my_lead_maker");
+        assert_eq!(bound(&b, Operation::CreateLead), Some("my_lead_maker"));
         assert_eq!(
             b.get(Operation::CreateLead).unwrap().profile,
             Profile::Config
         );
-        assert!(
-            b.get(Operation::GetLead).is_none(),
+        assert_eq!(
+            bound(&b, Operation::GetLead),
+            None,
             "a configured but absent tool is not replaced"
         );
-        for (raw, why) in [
-            ("[]", "not an object"),
-            (r#"{"make_coffee": "x"}"#, "unknown operation"),
-            (r#"{"create_lead": 3}"#, "bad entry"),
-            (
-                r#"{"create_lead": {"tool": "x", "kind": "magic"}}"#,
-                "bad kind",
+        assert_eq!(
+            args(
+                &b,
+                Operation::ListLeads,
+                json!({"filter": {"ORIGIN_ID": "a"}})
             ),
-        ] {
-            assert!(ToolMap::parse(raw).is_err(), "{why}");
-        }
+            json!({"op": "list", "q": {"ORIGIN_ID": "a"}})
+        );
+        assert_eq!(
+            bound(&b, Operation::UpdateLead),
+            None,
+            "update needs fields: leads has none"
+        );
     }
 
     #[test]
-    fn binding_round_trips_through_json() {
-        let mut b = discover(&lead_tools(), None);
+    fn binding_round_trips_through_json_and_old_bindings_are_unreadable() {
+        let mut b = discover(&flat_plus_fields(), None);
         b.caps.has_telegram_source = true;
-        let back = Binding::from_value(&b.to_value()).unwrap();
-        assert_eq!(back, b);
+        assert_eq!(Binding::from_value(&b.to_value()).unwrap(), b);
+        let old = json!({"ops": {"get_lead": {"tool": "t", "profile": "lead_tools", "kind": "direct", "properties": ["id"], "required": ["id"]}}});
+        assert_eq!(Binding::from_value(&old), None);
     }
 }

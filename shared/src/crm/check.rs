@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::binding::{Binding, ToolMap, discover};
+use super::binding::{Binding, discover};
 use super::client::{Crm, CrmError};
 use super::ops::Operation;
+use super::toolmap::ToolMap;
 use crate::mcp::{McpClient, McpError};
 use crate::secret::SecretToken;
 
@@ -34,8 +35,13 @@ pub enum CheckError {
     Missing(Vec<Operation>),
     #[error("the Bitrix24 MCP server did not finish the check within {} seconds", .0.as_secs())]
     Deadline(Duration),
+    /// The search for a phone that cannot exist found leads: the server ignores filters.
+    #[error(
+        "the Bitrix24 MCP server's lead search ignores its filter (a search for a number that cannot exist returned leads)"
+    )]
+    FilterIgnored,
     #[error("the connector's MCP_TOOL_MAP is invalid: {0}")]
-    ToolMap(#[from] super::binding::ToolMapError),
+    ToolMap(#[from] super::toolmap::ToolMapError),
     #[error(transparent)]
     Crm(CrmError),
 }
@@ -95,7 +101,13 @@ async fn check(
             return Err(CheckError::Missing(missing));
         }
         let mut crm = Crm::new(&mut session, &binding);
-        crm.find_by_phones(&[IMPOSSIBLE_PHONE.to_owned()]).await?;
+        if !crm
+            .find_by_phones(&[IMPOSSIBLE_PHONE.to_owned()])
+            .await?
+            .is_empty()
+        {
+            return Err(CheckError::FilterIgnored);
+        }
         let caps = crm.capabilities().await?;
         binding.caps = caps;
         Ok(binding)

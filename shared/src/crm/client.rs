@@ -3,8 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::answer::{as_id, created_id, duplicate_ids, lead_of, result_of, row_id, rows};
-use super::args::tool_arguments;
+use super::answer::{
+    as_id, created_id, duplicate_ids, lead_of, result_of, row_id, rows, update_done,
+};
 use super::binding::{Binding, PortalCaps};
 use super::ops::Operation;
 use crate::mcp::{McpError, McpSession};
@@ -18,9 +19,14 @@ pub enum CrmError {
     Mcp(#[from] McpError),
     #[error("this Bitrix24 MCP server offers no tool to {}", .0.purpose())]
     Unsupported(Operation),
-    /// The bound tool refused its arguments or is gone: the server's tools changed since binding.
+    /// The bound tool is gone (unknown tool), or its schema no longer fits: the server's tools
+    /// changed since binding.
     #[error("the Bitrix24 MCP tool bound to {op} changed (unknown tool or new arguments)")]
     BindingStale { op: &'static str },
+    /// The server refused this call's arguments (JSON-RPC -32602). Unless binding the tools
+    /// again changes the binding, that is this event's data, not the connection.
+    #[error("the Bitrix24 MCP server refused the data sent to {op} (invalid arguments)")]
+    Rejected { op: &'static str },
     #[error("Bitrix24 answered {op} in a form the connector does not understand")]
     UnexpectedAnswer { op: &'static str },
 }
@@ -31,18 +37,49 @@ impl CrmError {
     }
 }
 
-/// A JSON-RPC "unknown tool / invalid params" (-32602) or "method not found" (-32601) answer to a
-/// bound tool means the binding no longer matches the server.
-fn stale_or(op: Operation, e: McpError) -> CrmError {
-    match &e {
-        McpError::Protocol { detail }
-            if detail.contains("-32602")
-                || detail.contains("-32601")
-                || detail.contains("unknown tool") =>
-        {
-            CrmError::BindingStale { op: op.key() }
-        }
-        _ => CrmError::Mcp(e),
+/// The structural classes of a failed call that say something about the binding: an unknown
+/// tool means the binding is stale; refused arguments are for the caller to judge.
+fn call_error(op: Operation, e: McpError) -> CrmError {
+    match e {
+        McpError::UnknownTool => CrmError::BindingStale { op: op.key() },
+        McpError::InvalidArguments => CrmError::Rejected { op: op.key() },
+        e => CrmError::Mcp(e),
+    }
+}
+
+/// The REST parameters of each lead operation, as [`Crm`] sends them (through whatever tool is
+/// bound). Public so that binding tests can show the exact arguments a catalogue's tools get.
+pub mod request {
+    use serde_json::{Map, Value, json};
+
+    pub fn find_by_phone(values: &[&str]) -> Value {
+        json!({"type": "PHONE", "values": values, "entity_type": "LEAD"})
+    }
+
+    /// The same search as a lead list filtered on `PHONE` (any of the values).
+    pub fn list_by_phone(values: &[&str]) -> Value {
+        json!({"filter": {"PHONE": values}, "select": ["ID"], "order": {"ID": "ASC"}})
+    }
+
+    pub fn list_by_origin(originator: &str, origin_id: &str) -> Value {
+        json!({"filter": {"ORIGINATOR_ID": originator, "ORIGIN_ID": origin_id},
+               "select": ["ID", "ORIGIN_ID"], "order": {"ID": "ASC"}})
+    }
+
+    pub fn create(fields: Map<String, Value>) -> Value {
+        json!({"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}})
+    }
+
+    pub fn update(id: i64, fields: Map<String, Value>) -> Value {
+        json!({"id": id, "fields": fields})
+    }
+
+    pub fn get(id: i64) -> Value {
+        json!({"id": id})
+    }
+
+    pub fn comment(lead_id: i64, comment: &str) -> Value {
+        json!({"fields": {"ENTITY_ID": lead_id, "ENTITY_TYPE": "lead", "COMMENT": comment}})
     }
 }
 
@@ -70,37 +107,36 @@ impl<'a> Crm<'a> {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        let args = tool_arguments(bound, op, params)
+        let args = bound
+            .arguments(op, params)
             .map_err(|_| CrmError::BindingStale { op: op.key() })?;
         let out = self
             .session
             .call_tool(&bound.tool, args)
             .await
-            .map_err(|e| stale_or(op, e))?;
-        Ok(result_of(&out)?)
+            .map_err(|e| call_error(op, e))?;
+        result_of(&out).map_err(|e| call_error(op, e))
     }
 
     /// Leads having any of these phone spellings (at most 20 are sent). Uses the duplicate search
     /// when bound, else a lead list filtered on `PHONE`.
     pub async fn find_by_phones(&mut self, spellings: &[String]) -> Result<Vec<i64>, CrmError> {
-        let values: Vec<&String> = spellings.iter().take(MAX_SEARCH_VALUES).collect();
+        let values: Vec<&str> = spellings
+            .iter()
+            .take(MAX_SEARCH_VALUES)
+            .map(String::as_str)
+            .collect();
         if values.is_empty() {
             return Ok(Vec::new());
         }
         let mut ids = if self.has(Operation::FindByPhone) {
             let r = self
-                .call(
-                    Operation::FindByPhone,
-                    json!({"type": "PHONE", "values": values, "entity_type": "LEAD"}),
-                )
+                .call(Operation::FindByPhone, request::find_by_phone(&values))
                 .await?;
             duplicate_ids(&r)
         } else if self.has(Operation::ListLeads) {
             let r = self
-                .call(
-                    Operation::ListLeads,
-                    json!({"filter": {"PHONE": values}, "select": ["ID"], "order": {"ID": "ASC"}}),
-                )
+                .call(Operation::ListLeads, request::list_by_phone(&values))
                 .await?;
             rows(&r).iter().filter_map(row_id).collect()
         } else {
@@ -120,19 +156,24 @@ impl<'a> Crm<'a> {
         let r = self
             .call(
                 Operation::ListLeads,
-                json!({"filter": {"ORIGINATOR_ID": originator, "ORIGIN_ID": origin_id},
-                       "select": ["ID"], "order": {"ID": "ASC"}}),
+                request::list_by_origin(originator, origin_id),
             )
             .await?;
-        Ok(rows(&r).iter().filter_map(row_id).collect())
+        // A row showing another ORIGIN_ID is not ours whatever the server's filter did.
+        Ok(rows(&r)
+            .iter()
+            .filter(|row| {
+                row.get("ORIGIN_ID")
+                    .and_then(Value::as_str)
+                    .is_none_or(|o| o == origin_id)
+            })
+            .filter_map(row_id)
+            .collect())
     }
 
     pub async fn create_lead(&mut self, fields: Map<String, Value>) -> Result<i64, CrmError> {
         let r = self
-            .call(
-                Operation::CreateLead,
-                json!({"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}}),
-            )
+            .call(Operation::CreateLead, request::create(fields))
             .await?;
         created_id(&r).ok_or(CrmError::UnexpectedAnswer {
             op: Operation::CreateLead.key(),
@@ -145,9 +186,9 @@ impl<'a> Crm<'a> {
         fields: Map<String, Value>,
     ) -> Result<(), CrmError> {
         let r = self
-            .call(Operation::UpdateLead, json!({"id": id, "fields": fields}))
+            .call(Operation::UpdateLead, request::update(id, fields))
             .await?;
-        if r == Value::Bool(false) {
+        if !update_done(&r) {
             return Err(CrmError::UnexpectedAnswer {
                 op: Operation::UpdateLead.key(),
             });
@@ -157,7 +198,7 @@ impl<'a> Crm<'a> {
 
     /// The lead, or `None` when Bitrix24 says it does not exist (deleted by a manager).
     pub async fn get_lead(&mut self, id: i64) -> Result<Option<Map<String, Value>>, CrmError> {
-        match self.call(Operation::GetLead, json!({"id": id})).await {
+        match self.call(Operation::GetLead, request::get(id)).await {
             Ok(v) => lead_of(v).map(Some).ok_or(CrmError::UnexpectedAnswer {
                 op: Operation::GetLead.key(),
             }),
@@ -167,12 +208,9 @@ impl<'a> Crm<'a> {
     }
 
     pub async fn add_comment(&mut self, lead_id: i64, comment: &str) -> Result<(), CrmError> {
-        self.call(
-            Operation::AddComment,
-            json!({"fields": {"ENTITY_ID": lead_id, "ENTITY_TYPE": "lead", "COMMENT": comment}}),
-        )
-        .await
-        .map(|_| ())
+        self.call(Operation::AddComment, request::comment(lead_id, comment))
+            .await
+            .map(|_| ())
     }
 
     /// `STATUS_ID`s of a status list (`STATUS` for lead statuses, `SOURCE` for sources).

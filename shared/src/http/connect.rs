@@ -108,16 +108,23 @@ pub fn connection_failure_reason(err: &CheckError) -> String {
              MCP URL and try again in a few minutes"
                 .into()
         }
-        CheckError::Mcp(McpError::Protocol { .. } | McpError::NotFound) => {
-            "the server at the MCP URL did not answer as a Bitrix24 MCP server; check the MCP URL"
-                .into()
-        }
+        CheckError::Mcp(
+            McpError::Protocol { .. }
+            | McpError::NotFound
+            | McpError::UnknownTool
+            | McpError::InvalidArguments,
+        ) => "the server at the MCP URL did not answer as a Bitrix24 MCP server; check the MCP URL"
+            .into(),
         CheckError::Missing(_) => {
             format!("{err}; use a Bitrix24 MCP server that offers CRM lead tools")
         }
         CheckError::Mcp(McpError::Permanent { .. }) => {
             format!("{err}; check the token's rights to CRM leads")
         }
+        CheckError::FilterIgnored => format!(
+            "{err}; the connector could then change leads that are not this customer's, so it \
+             will not use this server. Use a Bitrix24 MCP server whose lead search filters"
+        ),
         CheckError::ToolMap(_) => {
             "the connector's tool mapping is misconfigured; contact support".into()
         }

@@ -50,6 +50,14 @@ pub enum McpError {
     Permanent { code: Option<String> },
     #[error("the Bitrix24 MCP server answered unexpectedly: {detail}")]
     Protocol { detail: String },
+    /// The server does not know the tool that was called (JSON-RPC -32601, or -32602 / an
+    /// error result that says the tool is unknown): the binding is stale.
+    #[error("the Bitrix24 MCP server does not know the tool that was called")]
+    UnknownTool,
+    /// JSON-RPC -32602 for a known tool: the server refused these arguments. Whether that is
+    /// this event's data or a changed schema is for the caller to find out (re-discovery).
+    #[error("the Bitrix24 MCP server refused the tool's arguments (JSON-RPC -32602)")]
+    InvalidArguments,
     #[error(transparent)]
     UrlRejected(#[from] UrlError),
 }
@@ -84,16 +92,6 @@ impl McpError {
     }
 }
 
-const RATE_CODES: &[&str] = &["QUERY_LIMIT_EXCEEDED", "OVERLOAD_LIMIT"];
-const AUTH_CODES: &[&str] = &[
-    "NO_AUTH_FOUND",
-    "expired_token",
-    "invalid_token",
-    "INVALID_CREDENTIALS",
-    "ACCESS_DENIED",
-    "insufficient_scope",
-];
-
 /// A code is echoed only when it looks like an identifier (`ERROR_CORE`, `invalid_token`), so no
 /// free text from upstream reaches an error message.
 pub(crate) fn safe_code(code: &str) -> Option<String> {
@@ -115,110 +113,190 @@ pub(crate) fn reset_wait(body: &serde_json::Value) -> Option<Duration> {
         .duration_since(UNIX_EPOCH)
         .ok()?
         .as_secs_f64();
-    Some(Duration::from_secs_f64((at - now).max(0.0)))
+    wait_from_secs(at - now)
 }
 
-/// Classifies a tool's error text (isError results, or plain-text errors), keeping only
-/// recognised Bitrix24 error codes, never the raw text. Bitrix24 errors reach us either as JSON
-/// `{"error": CODE, "error_description": ...}` or as prose such as "Ошибка Bitrix24: Not found"
-/// (facts §1, §4), so both the `error` field and the words are read.
+/// Longest wait an upstream number may ask for: the operating-time limit resets within ten
+/// minutes, so anything longer is a broken or hostile value, capped rather than trusted.
+pub(crate) const MAX_UPSTREAM_WAIT: Duration = Duration::from_secs(600);
+
+/// Seconds from upstream as a wait: negative or NaN is none, infinity or overflow is the cap.
+/// `Duration::from_secs_f64` panics on those, and one panic would fail a whole batch.
+pub(crate) fn wait_from_secs(secs: f64) -> Option<Duration> {
+    if secs.is_nan() {
+        return None;
+    }
+    Some(
+        Duration::try_from_secs_f64(secs.max(0.0))
+            .unwrap_or(MAX_UPSTREAM_WAIT)
+            .min(MAX_UPSTREAM_WAIT),
+    )
+}
+
+/// Rate limits: the portal's leaky bucket (503) and its overload guard.
+const RATE_CODES: &[&str] = &["QUERY_LIMIT_EXCEEDED", "OVERLOAD_LIMIT"];
+/// The per-method operating-time limit (429); its answer says when it resets.
+const OPERATING_CODE: &str = "OPERATION_TIME_LIMIT";
+/// The token or the user behind it is refused.
+const AUTH_CODES: &[&str] = &[
+    "NO_AUTH_FOUND",
+    "expired_token",
+    "invalid_token",
+    "INVALID_CREDENTIALS",
+    "ACCESS_DENIED",
+    "insufficient_scope",
+    "WRONG_AUTH_TYPE",
+    "user_access_error",
+];
+/// Bitrix24's own temporary failures.
+const TRANSIENT_CODES: &[&str] = &["INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"];
+const NOT_FOUND_CODES: &[&str] = &["NOT_FOUND", "ERROR_NOT_FOUND"];
+
+/// The class a Bitrix24 error code stands for, if it is one the connector knows.
+fn class_of_code(code: &str, body: Option<&serde_json::Value>) -> Option<McpError> {
+    if RATE_CODES.contains(&code) || code == OPERATING_CODE {
+        return Some(McpError::RateLimited {
+            retry_after: body.and_then(reset_wait),
+        });
+    }
+    if AUTH_CODES.contains(&code) {
+        return Some(McpError::Unauthorized {
+            status: None,
+            code: Some(code.to_owned()),
+        });
+    }
+    if TRANSIENT_CODES.contains(&code) {
+        return Some(McpError::transient(TransientReason::Upstream));
+    }
+    if NOT_FOUND_CODES.contains(&code) {
+        return Some(McpError::NotFound);
+    }
+    None
+}
+
+/// Bitrix24 answers a missing record with an empty code and this whole description.
+fn is_not_found_message(text: &str) -> bool {
+    let t = text.trim().trim_end_matches('.').trim();
+    let t = t.to_lowercase();
+    [
+        "not found",
+        "lead not found",
+        "не найден",
+        "не найдено",
+        "лид не найден",
+    ]
+    .contains(&t.as_str())
+}
+
+/// A known Bitrix24 code standing alone in a plain-text error (`Ошибка Bitrix24:
+/// QUERY_LIMIT_EXCEEDED`). Codes are identifiers with an underscore, compared exactly, so no
+/// customer text ("call after 401", "+1 403 555 0100", "server error") can look like one.
+fn code_in_text(text: &str) -> Option<&'static str> {
+    let all = RATE_CODES
+        .iter()
+        .chain(std::iter::once(&OPERATING_CODE))
+        .chain(AUTH_CODES)
+        .chain(TRANSIENT_CODES)
+        .chain(NOT_FOUND_CODES);
+    let words: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.contains('_'))
+        .collect();
+    all.copied().find(|code| words.contains(code))
+}
+
+/// The message after a plain-text error's prefix (`Ошибка Bitrix24: Not found` -> `Not found`).
+fn after_prefix(text: &str) -> &str {
+    let t = text.trim();
+    match t.rsplit_once(':') {
+        Some((prefix, rest)) if prefix.chars().count() <= 40 && !prefix.contains('\n') => rest,
+        _ => t,
+    }
+}
+
+/// Classifies a tool's error answer (an `isError` result, a `{"error": ...}` body in a result,
+/// or plain non-JSON text where JSON belongs) from its structure only:
+/// - a JSON body's `error` code (a string, or an object's `code`) decides; an empty or absent
+///   code with the description "Not found" is Bitrix24's missing record;
+/// - in plain text, a known Bitrix24 code standing as its own identifier, or a message that is
+///   exactly "Not found" after its prefix;
+/// - anything else is [`McpError::Permanent`] without a code: the operation was refused, and
+///   nothing in the text is guessed at. Numbers and ordinary words in free text never decide,
+///   because error texts echo what was sent (a customer's phone `+1 403 555 0100`, a note
+///   "call after 401").
 pub fn classify_tool_error(text: &str) -> McpError {
     let json: Option<serde_json::Value> = serde_json::from_str(text.trim()).ok();
-    let code = json.as_ref().and_then(|j| j.get("error")).and_then(|e| {
+    if let Some(obj) = json.as_ref().and_then(serde_json::Value::as_object) {
+        return classify_error_body(obj, json.as_ref());
+    }
+    if let Some(class) = code_in_text(text).and_then(|code| class_of_code(code, None)) {
+        return class;
+    }
+    if is_not_found_message(after_prefix(text)) {
+        return McpError::NotFound;
+    }
+    McpError::Permanent { code: None }
+}
+
+/// Classifies a structured Bitrix24 error body `{"error": CODE, "error_description": ...}`.
+pub fn classify_error_body(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    whole: Option<&serde_json::Value>,
+) -> McpError {
+    let err = obj.get("error");
+    let code = err.and_then(|e| {
         e.as_str()
             .map(str::to_owned)
             .or_else(|| e.get("code").and_then(|c| c.as_str()).map(str::to_owned))
     });
-    let has = |needle: &str| {
-        code.as_deref()
-            .is_some_and(|c| c.eq_ignore_ascii_case(needle))
-            || contains_word(text, needle)
-    };
-    let found = |list: &[&str]| list.iter().copied().find(|c| has(c)).map(str::to_owned);
-
-    if found(RATE_CODES).is_some() {
-        return McpError::RateLimited {
-            retry_after: json.as_ref().and_then(reset_wait),
-        };
-    }
-    if has("OPERATION_TIME_LIMIT") {
-        return McpError::RateLimited {
-            retry_after: json.as_ref().and_then(reset_wait),
-        };
-    }
-    if let Some(c) = found(AUTH_CODES) {
-        return McpError::Unauthorized {
-            status: None,
-            code: Some(c),
-        };
-    }
-    for (needle, status) in [
-        ("401", Some(401)),
-        ("Unauthorized", Some(401)),
-        ("403", Some(403)),
-    ] {
-        if has(needle) {
-            return McpError::Unauthorized { status, code: None };
+    let description = obj
+        .get("error_description")
+        .or_else(|| err.and_then(|e| e.get("message")))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    match code.as_deref().map(str::trim) {
+        Some(c) if !c.is_empty() => {
+            class_of_code(c, whole).unwrap_or(McpError::Permanent { code: safe_code(c) })
         }
+        _ if is_not_found_message(description) => McpError::NotFound,
+        _ => McpError::Permanent { code: None },
     }
-    let lower = text.to_lowercase();
-    if has("NOT_FOUND") || lower.contains("not found") || lower.contains("не найден") {
-        return McpError::NotFound;
-    }
-    if has("INTERNAL_SERVER_ERROR")
-        || ["500", "502", "503"].iter().any(|s| has(s))
-        || lower.contains("timeout")
-        || lower.contains("timed out")
-    {
-        return McpError::transient(TransientReason::Upstream);
-    }
-    McpError::Permanent {
-        code: code.as_deref().and_then(safe_code),
-    }
-}
-
-/// `needle` occurs in `text` not glued to other letters/digits/underscores, so "5003" is not
-/// "500" and "ACCESS_DENIED_X" is not "ACCESS_DENIED".
-fn contains_word(text: &str, needle: &str) -> bool {
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    let hay = text.to_ascii_lowercase();
-    let needle = needle.to_ascii_lowercase();
-    let mut start = 0;
-    while let Some(pos) = hay[start..].find(&needle) {
-        let at = start + pos;
-        let end = at + needle.len();
-        let before_ok = hay[..at].chars().next_back().is_none_or(|c| !is_word(c));
-        let after_ok = hay[end..].chars().next().is_none_or(|c| !is_word(c));
-        if before_ok && after_ok {
-            return true;
-        }
-        start = at + needle.len().max(1);
-    }
-    false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The class of every kind of tool error answer, decided by structure alone.
     #[test]
-    fn classifies_tool_error_texts() {
+    fn classifies_tool_errors_from_structure_not_prose() {
         type Row = (&'static str, fn(&McpError) -> bool, &'static str);
+        let rate = |e: &McpError| matches!(e, McpError::RateLimited { .. });
+        let auth = |e: &McpError| matches!(e, McpError::Unauthorized { .. });
+        let transient = |e: &McpError| matches!(e, McpError::Transient { .. });
+        let not_found = |e: &McpError| *e == McpError::NotFound;
+        let refused = |e: &McpError| *e == McpError::Permanent { code: None };
         let rows: &[Row] = &[
             (
                 r#"{"error":"QUERY_LIMIT_EXCEEDED","error_description":"Too many requests"}"#,
-                |e| matches!(e, McpError::RateLimited { .. }),
-                "rate limit code",
+                rate,
+                "leaky bucket code in a JSON body",
             ),
+            (r#"{"error":"OVERLOAD_LIMIT"}"#, rate, "overload code"),
             (
                 "Ошибка Bitrix24: OVERLOAD_LIMIT",
-                |e| matches!(e, McpError::RateLimited { .. }),
-                "overload in prose",
+                rate,
+                "a code alone in plain text is still a code",
             ),
             (
                 r#"{"error":"OPERATION_TIME_LIMIT","time":{"operating_reset_at":1}}"#,
                 |e| matches!(e, McpError::RateLimited { retry_after: Some(d) } if d.is_zero()),
-                "operating limit with past reset",
+                "operating limit whose reset has passed: no wait",
+            ),
+            (
+                r#"{"error":"OPERATION_TIME_LIMIT","time":{"operating_reset_at":1e300}}"#,
+                |e| matches!(e, McpError::RateLimited { retry_after: Some(d) } if *d == MAX_UPSTREAM_WAIT),
+                "an absurd reset time is capped, never a panic",
             ),
             (
                 r#"{"error":"expired_token","error_description":"The access token provided has expired."}"#,
@@ -231,58 +309,37 @@ mod tests {
                 "access denied",
             ),
             (
-                "insufficient_scope",
-                |e| matches!(e, McpError::Unauthorized { .. }),
-                "scope",
+                r#"{"error":{"code":"insufficient_scope","message":"scope crm"}}"#,
+                auth,
+                "code inside an error object",
             ),
+            ("insufficient_scope", auth, "a bare auth code"),
             (
-                "HTTP 401 Unauthorized",
-                |e| {
-                    matches!(
-                        e,
-                        McpError::Unauthorized {
-                            status: Some(401),
-                            ..
-                        }
-                    )
-                },
-                "401 in prose",
+                r#"{"error":"INTERNAL_SERVER_ERROR"}"#,
+                transient,
+                "Bitrix24's internal error",
             ),
+            (r#"{"error":"NOT_FOUND"}"#, not_found, "not-found code"),
             (
-                "Request failed: 403",
-                |e| {
-                    matches!(
-                        e,
-                        McpError::Unauthorized {
-                            status: Some(403),
-                            ..
-                        }
-                    )
-                },
-                "403 in prose",
+                r#"{"error":"","error_description":"Not found"}"#,
+                not_found,
+                "crm.lead.get on a missing id: empty code, description Not found",
             ),
             (
                 "Ошибка Bitrix24: Not found",
-                |e| *e == McpError::NotFound,
-                "plain not found",
-            ),
-            (
-                r#"{"error":"NOT_FOUND"}"#,
-                |e| *e == McpError::NotFound,
-                "code not found",
+                not_found,
+                "plain text whose whole message is Not found",
             ),
             (
                 "Лид не найден",
-                |e| *e == McpError::NotFound,
-                "russian not found",
+                not_found,
+                "the whole message is 'lead not found'",
             ),
             (
-                r#"{"error":"INTERNAL_SERVER_ERROR"}"#,
-                |e| e.is_retryable(),
-                "internal error",
+                "Лид не найден? Клиент сказал: позвоните",
+                refused,
+                "a sentence that contains the words is not that message",
             ),
-            ("upstream answered 502", |e| e.is_retryable(), "502"),
-            ("Gateway timeout", |e| e.is_retryable(), "timeout"),
             (
                 r#"{"error":"ERROR_CORE","error_description":"Status is wrong: token abc123"}"#,
                 |e| {
@@ -290,17 +347,44 @@ mod tests {
                         code: Some("ERROR_CORE".into()),
                     }
                 },
-                "validation error keeps code",
+                "a refused field keeps its code, never its description",
             ),
             (
-                "something odd happened",
-                |e| *e == McpError::Permanent { code: None },
-                "unknown prose",
+                "Error: invalid phone +1 403 555 0100",
+                refused,
+                "an echoed phone with 403 in it is not an auth failure",
             ),
             (
-                "error 5003 in field",
-                |e| *e == McpError::Permanent { code: None },
-                "5003 is not 500",
+                "Could not add comment 'call after 401 pm'",
+                refused,
+                "an echoed note with 401 is not an auth failure",
+            ),
+            (
+                "Ошибка: клиент просил перезвонить, код 503",
+                refused,
+                "503 in prose is not a server failure",
+            ),
+            (
+                "HTTP 401 Unauthorized",
+                refused,
+                "numbers and words in prose never decide",
+            ),
+            (
+                "Gateway timeout",
+                refused,
+                "timeout in prose is not transient",
+            ),
+            ("upstream answered 502", refused, "502 in prose"),
+            (
+                "ACCESS_DENIED_X happened",
+                refused,
+                "a longer identifier is not the code",
+            ),
+            ("something odd happened", refused, "unknown prose"),
+            (
+                r#"{"error":"Some description with spaces"}"#,
+                refused,
+                "a non-identifier code is not echoed",
             ),
         ];
         for (text, ok, why) in rows {
@@ -308,9 +392,25 @@ mod tests {
             assert!(ok(&e), "{why}: {text:?} -> {e:?}");
             let shown = e.to_string();
             assert!(
-                !shown.contains("abc123") && !shown.contains("Too many requests"),
+                !shown.contains("abc123")
+                    && !shown.contains("Too many requests")
+                    && !shown.contains("403 555"),
                 "{why}: raw text leaked: {shown}"
             );
+        }
+        assert!(rows.len() >= 20);
+    }
+
+    #[test]
+    fn upstream_seconds_never_panic() {
+        for (secs, want) in [
+            (f64::INFINITY, Some(MAX_UPSTREAM_WAIT)),
+            (1e300, Some(MAX_UPSTREAM_WAIT)),
+            (f64::NAN, None),
+            (-5.0, Some(Duration::ZERO)),
+            (1.5, Some(Duration::from_millis(1500))),
+        ] {
+            assert_eq!(wait_from_secs(secs), want, "{secs}");
         }
     }
 

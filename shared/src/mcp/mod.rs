@@ -10,9 +10,9 @@ pub mod guard;
 pub mod session;
 mod transport;
 
-pub use error::{McpError, TransientReason, classify_tool_error};
+pub use error::{McpError, TransientReason, classify_error_body, classify_tool_error};
 pub use guard::{UrlError, UrlGuard};
 pub use session::{
     McpClient, McpClientOptions, McpSession, PROPOSED_PROTOCOL_VERSION,
-    SUPPORTED_PROTOCOL_VERSIONS, ServerInfo, ToolInfo, ToolOutput,
+    SUPPORTED_PROTOCOL_VERSIONS, ServerInfo, ToolInfo, ToolOutput, says_unknown_tool,
 };

@@ -337,24 +337,24 @@ impl McpSession {
     }
 }
 
-/// The `result` of a JSON-RPC response, or its `error` mapped to a safe [`McpError::Protocol`].
+/// The `result` of a JSON-RPC response, or its `error` classified by its code:
+/// -32601 (method not found) and a -32602 whose message says the tool is unknown or not found
+/// are [`McpError::UnknownTool`]; any other -32602 is [`McpError::InvalidArguments`]; a Bitrix24
+/// auth code standing as the whole message is [`McpError::Unauthorized`]; the rest is
+/// [`McpError::Protocol`] with the code and a bounded message.
 fn rpc_result(message: Option<Value>) -> Result<Value, McpError> {
     let mut msg = message.ok_or_else(|| McpError::protocol("no response"))?;
     if let Some(err) = msg.get("error") {
         let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
-        let text = match code {
-            -32700 => "parse error".to_owned(),
-            -32600 => "invalid request".to_owned(),
-            -32601 => "method not found".to_owned(),
-            -32602 => "unknown tool or invalid arguments".to_owned(),
-            -32603 => "internal error".to_owned(),
-            _ => bounded_message(err.get("message").and_then(Value::as_str).unwrap_or("")),
-        };
-        // Some servers answer auth failures as JSON-RPC errors carrying the Bitrix24 code.
-        if let Some(c) = err
-            .get("message")
-            .and_then(Value::as_str)
-            .and_then(safe_code)
+        let message = err.get("message").and_then(Value::as_str).unwrap_or("");
+        match code {
+            -32601 => return Err(McpError::UnknownTool),
+            -32602 if says_unknown_tool(message) => return Err(McpError::UnknownTool),
+            -32602 => return Err(McpError::InvalidArguments),
+            _ => {}
+        }
+        // Some servers answer auth failures as JSON-RPC errors whose message is the Bitrix24 code.
+        if let Some(c) = safe_code(message.trim())
             && matches!(
                 c.as_str(),
                 "expired_token" | "invalid_token" | "NO_AUTH_FOUND"
@@ -365,12 +365,29 @@ fn rpc_result(message: Option<Value>) -> Result<Value, McpError> {
                 code: Some(c),
             });
         }
+        let text = match code {
+            -32700 => "parse error".to_owned(),
+            -32600 => "invalid request".to_owned(),
+            -32603 => "internal error".to_owned(),
+            _ => bounded_message(message),
+        };
         return Err(McpError::protocol(format!("JSON-RPC error {code}: {text}")));
     }
     match msg.get_mut("result") {
         Some(r) if r.is_object() => Ok(r.take()),
         _ => Err(McpError::protocol("response has no result object")),
     }
+}
+
+/// How the MCP SDKs word a call to a tool they do not have: the Python SDK "Unknown tool: x",
+/// the TypeScript SDK "Tool x not found". Read only on a JSON-RPC -32602 or an error result of
+/// `tools/call`, never on a tool's business answer.
+pub fn says_unknown_tool(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    let m = m.trim_start_matches("mcp error -32602:").trim();
+    m.starts_with("unknown tool")
+        || m.starts_with("tool not found")
+        || (m.starts_with("tool ") && m.ends_with("not found"))
 }
 
 /// A server's JSON-RPC message, cut short and stripped of control characters.
@@ -389,11 +406,37 @@ mod tests {
 
     #[test]
     fn rpc_errors_are_bounded_and_named() {
-        let e = rpc_result(Some(json!({"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"Unknown tool: secret_stuff"}}))).unwrap_err();
-        assert_eq!(
-            e,
-            McpError::protocol("JSON-RPC error -32602: unknown tool or invalid arguments")
-        );
+        for (error, want, why) in [
+            (
+                json!({"code":-32602,"message":"Unknown tool: secret_stuff"}),
+                McpError::UnknownTool,
+                "python SDK wording",
+            ),
+            (
+                json!({"code":-32602,"message":"MCP error -32602: Tool crm_add not found"}),
+                McpError::UnknownTool,
+                "typescript SDK wording",
+            ),
+            (
+                json!({"code":-32601,"message":"Method not found"}),
+                McpError::UnknownTool,
+                "method not found",
+            ),
+            (
+                json!({"code":-32602,"message":"Invalid arguments: phone +1 401 555 0100"}),
+                McpError::InvalidArguments,
+                "bad data with a number in it",
+            ),
+            (
+                json!({"code":-32602}),
+                McpError::InvalidArguments,
+                "no message",
+            ),
+        ] {
+            let e = rpc_result(Some(json!({"jsonrpc":"2.0","id":1,"error": error}))).unwrap_err();
+            assert_eq!(e, want, "{why}");
+            assert!(!e.to_string().contains("secret_stuff"), "{why}: {e}");
+        }
         let long = "x".repeat(1000);
         let e = rpc_result(Some(json!({"error":{"code":-32000,"message":long}}))).unwrap_err();
         assert!(e.to_string().len() < 250, "{e}");

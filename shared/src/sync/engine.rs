@@ -380,10 +380,23 @@ impl SyncEngine {
         let Some(entry) = guard.as_mut() else {
             return Err(SyncError::NotConnected);
         };
-        let mut result = self.run_in_session(entry, &integ, &portal_id, event).await;
-        if let Err(SyncError::Crm(CrmError::BindingStale { op })) = &result {
-            tracing::warn!(op, "bound tool changed: re-discovering the tools once");
+        let mut result = if entry.binding.ops.is_empty() {
+            // A binding stored by an older version of the connector: bind the tools again.
+            Err(SyncError::Crm(CrmError::BindingStale { op: "all" }))
+        } else {
+            self.run_in_session(entry, &integ, &portal_id, event).await
+        };
+        // An unknown tool, or refused arguments: bind the tools again, once. Refused arguments
+        // with an unchanged binding are this event's data (the dead-letter queue).
+        if let Err(SyncError::Crm(CrmError::BindingStale { op } | CrmError::Rejected { op })) =
+            &result
+        {
+            let op = *op;
+            let rejected = matches!(result, Err(SyncError::Crm(CrmError::Rejected { .. })));
+            tracing::warn!(op, rejected, "re-discovering the tools once");
+            let before = entry.binding.ops.clone();
             result = match self.rediscover(entry, &integ, t).await {
+                Ok(_) if rejected && entry.binding.ops == before => result,
                 Ok(new_version) => {
                     *version = Some(new_version);
                     self.run_in_session(entry, &integ, &portal_id, event).await
@@ -430,11 +443,19 @@ impl SyncEngine {
             .token_ciphertext
             .as_deref()
             .ok_or(SyncError::NotConnected)?;
+        // An unreadable binding (stored by an older version) is bound again in the session.
         let binding = integ
             .binding
             .as_ref()
             .and_then(Binding::from_value)
-            .ok_or(SyncError::BadConnection("the tool binding is unreadable"))?;
+            .unwrap_or_else(|| Binding {
+                ops: Default::default(),
+                caps: integ
+                    .binding
+                    .as_ref()
+                    .and_then(|b| serde_json::from_value(b.get("caps")?.clone()).ok())
+                    .unwrap_or_default(),
+            });
         let url = self.inner.guard.check(integ.mcp_url.as_deref())?;
         let token = self.inner.vault.decrypt(t, ciphertext).await?;
         *slot = Some(TenantEntry {
@@ -450,13 +471,8 @@ impl SyncEngine {
         Ok(())
     }
 
-    async fn run_in_session(
-        &self,
-        entry: &mut TenantEntry,
-        integ: &Integration,
-        portal_id: &str,
-        event: &LeadEvent,
-    ) -> Result<Synced, SyncError> {
+    /// Opens the entry's MCP session unless one is open.
+    async fn open_session(&self, entry: &mut TenantEntry) -> Result<(), SyncError> {
         if entry.session.is_none() {
             let s = self
                 .inner
@@ -470,6 +486,17 @@ impl SyncEngine {
             // The handshake's requests count even if the first call fails.
             self.flush(entry);
         }
+        Ok(())
+    }
+
+    async fn run_in_session(
+        &self,
+        entry: &mut TenantEntry,
+        integ: &Integration,
+        portal_id: &str,
+        event: &LeadEvent,
+    ) -> Result<Synced, SyncError> {
+        self.open_session(entry).await?;
         let TenantEntry {
             session, binding, ..
         } = entry;
@@ -496,14 +523,16 @@ impl SyncEngine {
         run.sync().await
     }
 
-    /// design.md §4 "an unknown tool or a changed schema after one re-discovery": list the tools
-    /// again, bind them (keeping the portal capabilities read at connect), store the binding.
+    /// An unknown tool, refused arguments, or a binding stored by an older version: list the
+    /// tools again and bind them (keeping the portal capabilities read at connect); a binding
+    /// that changed is stored, an unchanged one is not.
     async fn rediscover(
         &self,
         entry: &mut TenantEntry,
         integ: &Integration,
         t: &TenantId,
     ) -> Result<u64, SyncError> {
+        self.open_session(entry).await?;
         let Some(session) = entry.session.as_mut() else {
             return Err(SyncError::NotConnected);
         };
@@ -520,6 +549,9 @@ impl SyncEngine {
         if let Some(op) = binding.missing_required().first() {
             return Err(CrmError::Unsupported(*op).into());
         }
+        if binding == entry.binding {
+            return Ok(entry.version); // nothing changed: nothing to store
+        }
         let mut info = integ.portal_info.clone().unwrap_or_else(|| json!({}));
         if let Value::Object(m) = &mut info {
             m.insert("bound".into(), binding.report()["bound"].clone());
@@ -535,6 +567,19 @@ impl SyncEngine {
         entry.binding = binding;
         Ok(updated.version)
     }
+}
+
+/// How many leads a search may offer before the connector stops reading them and creates one:
+/// each costs a read, and a server whose search ignores its filter offers every lead.
+const MAX_ADOPT_CANDIDATES: usize = 3;
+
+/// The `VALUE`s of a lead's PHONE multifield.
+fn lead_phone_values(lead: &Map<String, Value>) -> impl Iterator<Item = &str> {
+    lead.get("PHONE")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("VALUE").and_then(Value::as_str))
 }
 
 /// A random 0..1000 ms for backoff jitter (uuid v4 is already a dependency and random enough).
@@ -619,7 +664,7 @@ fn gone_as_false(r: Result<(), CrmError>) -> Result<bool, SyncError> {
 }
 
 /// How a lead found by search relates to us.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Found {
     /// Made by someone else, found by phone: only our fields, a forward status and a comment.
     Foreign,
@@ -722,18 +767,18 @@ impl Run<'_> {
                 .portal
                 .find_by_origin(&fields::origin_id(self.event))
                 .await?;
-            if let Some(id) = ids.into_iter().min()
-                && let Some(done) = self.adopt(id, Found::Recovered).await?
-            {
-                return Ok(done);
+            for id in ids.into_iter().take(MAX_ADOPT_CANDIDATES) {
+                if let Some(done) = self.adopt(id, Found::Recovered).await? {
+                    return Ok(done);
+                }
             }
         }
         if let Some(e164) = self.e164().map(str::to_owned) {
             let ids = self.portal.find_by_phones(&search_spellings(&e164)).await?;
-            if let Some(id) = ids.into_iter().min()
-                && let Some(done) = self.adopt(id, Found::Foreign).await?
-            {
-                return Ok(done);
+            for id in ids.into_iter().take(MAX_ADOPT_CANDIDATES) {
+                if let Some(done) = self.adopt(id, Found::Foreign).await? {
+                    return Ok(done);
+                }
             }
         }
         let (f, sent) = fields::create_fields(self.event, &self.caps, self.phone.as_ref());
@@ -761,12 +806,38 @@ impl Run<'_> {
         })
     }
 
+    /// Never adopt a lead that is not ours: one found by phone must carry one of the customer's
+    /// spellings among its PHONE values; one found by ORIGIN_ID must carry that ORIGIN_ID.
+    fn is_ours(&self, lead: &Map<String, Value>, found: Found) -> bool {
+        match found {
+            Found::Recovered => {
+                lead.get("ORIGIN_ID").and_then(Value::as_str)
+                    == Some(&fields::origin_id(self.event))
+            }
+            Found::Foreign => {
+                let Some(e164) = self.e164() else {
+                    return false;
+                };
+                let spellings = search_spellings(e164);
+                lead_phone_values(lead).any(|v| crate::phone::is_spelling_of(v, &spellings))
+            }
+        }
+    }
+
     /// A lead found by search: read it, send only what the rules allow, link it. `None` when it
     /// vanished between the search and the read.
     async fn adopt(&mut self, lead_id: i64, found: Found) -> Result<Option<Synced>, SyncError> {
         let Some(lead) = self.portal.get_lead(lead_id).await? else {
             return Ok(None);
         };
+        if !self.is_ours(&lead, found) {
+            tracing::warn!(
+                lead_id,
+                ?found,
+                "a search returned a lead that is not this customer's: not adopted"
+            );
+            return Ok(None);
+        }
         let desired = fields::desired(self.event, &self.caps, self.phone.as_ref());
         let plan = fields::plan_update(UpdateInput {
             desired: &desired,

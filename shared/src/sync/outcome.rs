@@ -153,8 +153,13 @@ pub fn decide(
         | SyncError::Vault(_)
         | SyncError::BadUrl(_)
         | SyncError::BadConnection(_) => Decision::IntegrationFailure { reason },
-        SyncError::Crm(CrmError::Mcp(McpError::Permanent { .. } | McpError::NotFound))
-        | SyncError::Crm(CrmError::UnexpectedAnswer { .. }) => {
+        SyncError::Crm(CrmError::Mcp(McpError::UnknownTool)) => Decision::IntegrationFailure { reason },
+        // Refused arguments reach here only after a re-discovery left the binding unchanged:
+        // this event's own data, so the dead-letter queue, never the integration.
+        SyncError::Crm(CrmError::Mcp(
+            McpError::Permanent { .. } | McpError::NotFound | McpError::InvalidArguments,
+        ))
+        | SyncError::Crm(CrmError::Rejected { .. } | CrmError::UnexpectedAnswer { .. }) => {
             Decision::Outcome(Outcome::DeadLetter { reason })
         }
         // A stored row that does not map: keep the event for a person, never drop it.
