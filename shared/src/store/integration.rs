@@ -45,7 +45,9 @@ impl SyncStatus {
 }
 
 /// The portal's request budget: Bitrix24 allows 2 req/s with a burst of 50 by default
-/// (Enterprise: 5/s, 250), so the bucket is a per-portal parameter, not a constant.
+/// (Enterprise: 5/s, 250), so the bucket is a per-portal parameter, not a constant. It lives in
+/// the integration item (`rate_per_sec`, `rate_burst`): an operator raises it for an Enterprise
+/// portal by changing those two attributes, without a deploy, and a reconnect keeps them.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RateParams {
     pub per_sec: f64,
@@ -177,7 +179,8 @@ impl Store {
             .update_expression(
                 "SET token_ciphertext = :tok, mcp_url = :url, portal_id = :portal, \
                  binding = :binding, portal_info = :info, connected_at = :at, \
-                 sync_status = :active, rate_per_sec = :rps, rate_burst = :burst, \
+                 sync_status = :active, rate_per_sec = if_not_exists(rate_per_sec, :rps), \
+                 rate_burst = if_not_exists(rate_burst, :burst), \
                  version = :next REMOVE last_error, disconnected_at",
             )
             .expression_attribute_values(":tok", b(&conn.token_ciphertext))

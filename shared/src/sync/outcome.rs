@@ -294,6 +294,24 @@ mod tests {
                 "unexpected answer",
             ),
             (
+                SyncError::Crm(CrmError::Rejected { op: "update_lead" }),
+                1,
+                |d| matches!(d, Decision::Outcome(Outcome::DeadLetter { .. })),
+                "-32602 with an unchanged binding: this event's data, never the integration",
+            ),
+            (
+                SyncError::Crm(CrmError::Mcp(McpError::InvalidArguments)),
+                1,
+                |d| matches!(d, Decision::Outcome(Outcome::DeadLetter { .. })),
+                "invalid arguments outside a bound call: dead letter",
+            ),
+            (
+                SyncError::Crm(CrmError::Mcp(McpError::UnknownTool)),
+                1,
+                |d| matches!(d, Decision::IntegrationFailure { .. }),
+                "an unknown tool after re-discovery: the binding no longer works",
+            ),
+            (
                 SyncError::Store(StoreError::Conflict),
                 1,
                 |d| matches!(d, Decision::Outcome(Outcome::Retry { .. })),

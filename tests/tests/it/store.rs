@@ -641,3 +641,39 @@ async fn concurrent_takers_never_overdraw() {
         "the burst itself is available: {taken} ({outcomes:?})"
     );
 }
+
+/// The rate budget is the operator's to change in the item (an Enterprise portal: 5/s, 250)
+/// without a deploy, and a reconnect keeps it.
+#[tokio::test]
+async fn an_operator_set_rate_survives_a_reconnect() {
+    let env = TestEnv::new().await;
+    let st = store(&env);
+    let t = tenant("rate");
+    let mut first = conn(b"ct-1", "p1.bitrix24.com");
+    first.rate = RateParams::default();
+    let saved = st.save_connection(&t, first, 0).await.unwrap();
+    assert_eq!(saved.rate, RateParams::default());
+    env.clients
+        .dynamodb
+        .update_item()
+        .table_name(&env.table)
+        .key("pk", AttributeValue::S(t.partition_key()))
+        .key("sk", AttributeValue::S("BITRIX#MCP".into()))
+        .update_expression("SET rate_per_sec = :r, rate_burst = :b")
+        .expression_attribute_values(":r", AttributeValue::N("5".into()))
+        .expression_attribute_values(":b", AttributeValue::N("250".into()))
+        .send()
+        .await
+        .unwrap();
+    let mut again = conn(b"ct-2", "p1.bitrix24.com");
+    again.rate = RateParams::default();
+    let reconnected = st.save_connection(&t, again, saved.version).await.unwrap();
+    assert_eq!(
+        reconnected.rate,
+        RateParams {
+            per_sec: 5.0,
+            burst: 250.0
+        },
+        "the reconnect kept the operator's budget"
+    );
+}
