@@ -10,7 +10,6 @@ pub mod crm;
 pub mod events;
 pub mod http;
 pub mod mcp;
-pub mod parking;
 pub mod phone;
 pub mod secret;
 pub mod store;

@@ -30,9 +30,10 @@ pub enum VaultError {
         #[source]
         source: Box<aws_sdk_kms::Error>,
     },
-    /// The configured key cannot encrypt (missing, disabled, wrong usage, access denied): an
-    /// operator problem, not retryable and not the tenant's fault.
-    #[error("the configured KMS key cannot be used to encrypt tokens")]
+    /// The configured key cannot be used (missing, disabled, pending deletion, wrong usage,
+    /// access denied): an operator problem, never the tenant's fault. lead-sync retries it with
+    /// back-off and alarms; connect answers 500.
+    #[error("the configured KMS key cannot be used (access denied, disabled or missing)")]
     KeyUnusable {
         #[source]
         source: Box<aws_sdk_kms::Error>,
@@ -67,6 +68,18 @@ fn is_transient(err: &aws_sdk_kms::Error) -> bool {
         ),
         _ => false,
     }
+}
+
+/// Whether a failed Decrypt is about the ciphertext itself (tampered, another tenant's, another
+/// key's): only then is the stored token lost and the tenant asked to reconnect. Access denied,
+/// a disabled or pending-deletion key (`KMSInvalidStateException`), a missing key or a wrong key
+/// usage are the operator's to fix; they say nothing about the tenant's token.
+fn is_ciphertext_fault(err: &aws_sdk_kms::Error) -> bool {
+    use aws_sdk_kms::Error as E;
+    matches!(
+        err,
+        E::InvalidCiphertextException(_) | E::IncorrectKeyException(_)
+    )
 }
 
 /// Encrypts and decrypts MCP tokens with KMS. Cheap to clone: the client and counter are shared.
@@ -150,8 +163,10 @@ impl Vault {
                 tracing::warn!(code = source.code(), "KMS Decrypt failed");
                 if is_transient(&source) {
                     VaultError::Unavailable { source }
-                } else {
+                } else if is_ciphertext_fault(&source) {
                     VaultError::Refused { source }
+                } else {
+                    VaultError::KeyUnusable { source }
                 }
             })?;
         let plain = out.plaintext.ok_or(VaultError::BadResponse {
@@ -189,5 +204,21 @@ mod tests {
             "a bad ciphertext does not heal by waiting"
         );
         assert!(is_transient(&internal), "KMS internal errors are retryable");
+        assert!(
+            is_ciphertext_fault(&refused),
+            "a bad ciphertext is the tenant's"
+        );
+        let disabled = aws_sdk_kms::Error::DisabledException(
+            aws_sdk_kms::types::error::DisabledException::builder().build(),
+        );
+        let invalid_state = aws_sdk_kms::Error::KmsInvalidStateException(
+            aws_sdk_kms::types::error::KmsInvalidStateException::builder().build(),
+        );
+        for e in [&disabled, &invalid_state] {
+            assert!(
+                !is_transient(e) && !is_ciphertext_fault(e),
+                "{e:?} is the operator's"
+            );
+        }
     }
 }

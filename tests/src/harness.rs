@@ -86,10 +86,15 @@ pub fn moto_endpoint() -> &'static str {
 
 /// SDK configuration pointing at moto_server with static test credentials.
 pub async fn sdk_config() -> SdkConfig {
+    sdk_config_at(moto_endpoint()).await
+}
+
+/// The same, pointed at another endpoint (the AWS fault proxy in front of moto).
+pub async fn sdk_config_at(endpoint: &str) -> SdkConfig {
     let creds =
         aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "test");
     aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto_endpoint())
+        .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(creds)
         .load()
@@ -236,4 +241,34 @@ async fn create_queues(sqs: &aws_sdk_sqs::Client, suffix: &str) -> (String, Stri
         .queue_url
         .expect("queue url");
     (queue_url, dlq_url)
+}
+
+/// Receives up to ten messages of `queue_url` (all system attributes) as the Lambda SQS event
+/// the event source mapping would deliver, so receipt handles and attributes are real.
+pub async fn receive_as_event(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> aws_lambda_events::event::sqs::SqsEvent {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+    let got = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive from the test queue");
+    let mut ev = SqsEvent::default();
+    for m in got.messages.unwrap_or_default() {
+        let mut r = SqsMessage::default();
+        r.message_id = m.message_id.clone();
+        r.receipt_handle = m.receipt_handle.clone();
+        r.body = m.body.clone();
+        for (k, v) in m.attributes.unwrap_or_default() {
+            r.attributes.insert(k.as_str().to_owned(), v);
+        }
+        ev.records.push(r);
+    }
+    ev
 }

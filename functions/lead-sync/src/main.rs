@@ -10,7 +10,8 @@ async fn main() -> Result<(), Error> {
     let processor = shared::sync::batch::lead_sync_from_env().await?;
     let processor = &processor;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<SqsBatchResponse, Error>(processor.process(event.payload).await)
+        let deadline = shared::sync::batch::deadline_from_epoch_ms(event.context.deadline);
+        Ok::<SqsBatchResponse, Error>(processor.process(event.payload, deadline).await)
     }))
     .await
 }

@@ -118,17 +118,15 @@ fn admit(
     Ok((tenant, body.to_vec()))
 }
 
-/// Re-sends the tenant's parked events to the lead queue after a successful connect or test
-/// (design.md §4). A failure is logged and never fails the request: the events stay parked and
-/// the next successful test retries.
+/// Asks lead-sync to replay the tenant's parked events after a successful connect or test: one
+/// SQS message, so the request never waits for the replay itself. A failure is logged and never
+/// fails the request: the events stay parked, and the tenant's next successful sync asks again.
 async fn replay(app: &App, tenant: &crate::tenant::TenantId) {
     let Some(queue) = app.config.lead_queue_url.as_deref() else {
         tracing::warn!("LEAD_QUEUE_URL is not set; parked events stay parked");
         return;
     };
-    match crate::parking::replay_parked(&app.store, &app.sqs, queue, tenant).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(replayed = n, "parked events re-sent to the lead queue"),
-        Err(e) => tracing::warn!(error = ?e, "parked events not re-sent; they stay parked"),
+    if let Err(e) = crate::sync::replay::request_replay(&app.sqs, queue, tenant, true).await {
+        tracing::warn!(error = ?e, "replay not requested; parked events stay parked");
     }
 }

@@ -1,6 +1,7 @@
 //! `GET /api/bitrix-mcp/status`: one consistent read, nothing decrypted. `connected` is false
 //! when the integration is in `error`, so the web UI shows the token form again and the tenant
-//! can paste a new token; `sync_status`/`last_error` say why (design.md §2).
+//! can paste a new token; `sync_status`/`last_error` say why, and `parked_events` how many
+//! events wait for the portal to work again.
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -33,6 +34,7 @@ pub(super) async fn status(app: &StoreApp, req: Request) -> Result<Response<Body
             "last_sync_at": rfc3339(i.last_sync_at),
             "sync_status": i.sync_status.map(SyncStatus::as_str),
             "last_error": i.last_error,
+            "parked_events": i.parked_count,
         }),
         None => json!({
             "connected": false,
@@ -41,6 +43,7 @@ pub(super) async fn status(app: &StoreApp, req: Request) -> Result<Response<Body
             "last_sync_at": null,
             "sync_status": null,
             "last_error": null,
+            "parked_events": null,
         }),
     };
     Ok(json_response(http::StatusCode::OK, &body))

@@ -17,6 +17,9 @@ pub enum StoreError {
     /// Any other DynamoDB failure (throttling, network, timeouts, service errors): retry later.
     #[error("DynamoDB is unavailable")]
     Unavailable(#[source] Box<aws_sdk_dynamodb::Error>),
+    /// The function's role may not do this (a missing IAM permission): the operator's to fix.
+    #[error("DynamoDB refused the request (missing permission)")]
+    Denied(#[source] Box<aws_sdk_dynamodb::Error>),
 }
 
 impl StoreError {
@@ -30,6 +33,15 @@ impl StoreError {
 pub(crate) fn from_sdk(err: impl Into<aws_sdk_dynamodb::Error>) -> StoreError {
     match err.into() {
         aws_sdk_dynamodb::Error::ConditionalCheckFailedException(_) => StoreError::Conflict,
+        other
+            if matches!(
+                aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&other),
+                Some("AccessDeniedException" | "UnrecognizedClientException")
+            ) =>
+        {
+            tracing::error!(error = %other, operator_alarm = true, "DynamoDB denied the request");
+            StoreError::Denied(Box::new(other))
+        }
         other => {
             tracing::warn!(error = %other, "DynamoDB request failed");
             StoreError::Unavailable(Box::new(other))

@@ -12,7 +12,7 @@ use super::error::{StoreError, from_sdk};
 use super::item::{Item, Reader, b, json_av, key, n, s, time_av};
 use crate::tenant::TenantId;
 
-const SK: &str = "BITRIX#MCP";
+pub(super) const SK: &str = "BITRIX#MCP";
 
 /// Sync health of a connected integration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +83,8 @@ pub struct Integration {
     /// binding), NOT by `last_sync_at` updates: warm containers cache the decrypted token keyed
     /// by it, and a sync must not invalidate every other container's cache.
     pub version: u64,
+    /// How many events are parked (see [`Store::park_event`]); 0 when none.
+    pub parked_count: u64,
 }
 
 impl Integration {
@@ -134,6 +136,7 @@ impl TryFrom<&Item> for Integration {
             },
             disconnected_at: r.opt_time("disconnected_at")?,
             version: r.n("version")?,
+            parked_count: r.opt_n::<i64>("parked_count")?.unwrap_or(0).max(0) as u64,
         })
     }
 }

@@ -1,20 +1,30 @@
 //! The SQS side of lead-sync: one FIFO batch in, a partial batch response out.
 //!
-//! Ordering rule (facts §6): AWS's guide stops at the first failure and reports every later message
-//! of the batch. We fail only the later messages of the failed *group* instead (what AWS Powertools
-//! calls `skip_group_on_error`): each group keeps its order, and other tenants' and customers'
-//! groups go on. Groups run concurrently; inside a group, messages run one after the other.
+//! Ordering rule: AWS's guide for FIFO partial failures stops at the first failure and reports
+//! every later message of the batch. We fail only the later messages of the failed *group*
+//! instead (what AWS Powertools calls `skip_group_on_error`): each group keeps its order, and
+//! other tenants' and customers' groups go on. Groups run concurrently; inside a group, messages
+//! run one after the other.
+//!
+//! Isolation and time: a panic or error in one record fails that record's group, never the
+//! batch (a failed invocation would redeliver every tenant's messages). No event starts unless
+//! [`EVENT_TIME`] is left before the invocation's deadline; the rest are reported failed with
+//! their visibility set to zero, so they come back at once without a back-off penalty.
+//! Retry delays are whole seconds for SQS: rounded up, and never under [`MIN_RETRY`].
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageAttributeValue;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tracing::Instrument;
 
 use super::Outcome;
+use super::failure::{MIN_RETRY, backoff};
+use super::replay;
 use crate::events::LeadEvent;
 
 /// Most groups handled at once by one invocation. Groups of one tenant share its portal's rate
@@ -26,15 +36,28 @@ const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 const REQUEUE_FALLBACK_DELAY: Duration = Duration::from_secs(30);
 /// SQS message attribute values are bounded; reasons are short sentences anyway.
 const MAX_REASON_LEN: usize = 512;
+/// The time one event may need (a few MCP calls at their timeouts, budget waits): no event
+/// starts with less left before the invocation's deadline.
+pub const EVENT_TIME: Duration = Duration::from_secs(20);
+/// Given to each event's own timeout below the deadline, to answer the batch in time.
+const ANSWER_MARGIN: Duration = Duration::from_secs(2);
 
 /// What lead-sync does with one valid event (the sync engine; tests may script it).
 pub trait EventHandler: Send + Sync {
+    /// `deadline`: the event must be given up by then (and is retried soon).
     fn handle<'a>(
         &'a self,
         event: &'a LeadEvent,
         body: &'a str,
         receive_count: u32,
+        deadline: Option<Instant>,
     ) -> impl Future<Output = Outcome> + Send + 'a;
+
+    /// The store that keeps parked events, for replay requests (none: they are dead-lettered
+    /// as unknown events would be).
+    fn replay_store(&self) -> Option<&crate::store::Store> {
+        None
+    }
 }
 
 impl EventHandler for super::SyncEngine {
@@ -43,8 +66,13 @@ impl EventHandler for super::SyncEngine {
         event: &'a LeadEvent,
         body: &'a str,
         receive_count: u32,
+        deadline: Option<Instant>,
     ) -> impl Future<Output = Outcome> + Send + 'a {
-        super::SyncEngine::handle(self, event, body, receive_count)
+        super::SyncEngine::handle(self, event, body, receive_count, deadline)
+    }
+
+    fn replay_store(&self) -> Option<&crate::store::Store> {
+        Some(self.store())
     }
 }
 
@@ -84,10 +112,11 @@ impl<H: EventHandler> BatchProcessor<H> {
     }
 
     /// Processes a batch; the response lists exactly the messages SQS must deliver again.
-    pub async fn process(&self, batch: SqsEvent) -> SqsBatchResponse {
+    /// `deadline`: the invocation's (from the Lambda context); none in tests that do not care.
+    pub async fn process(&self, batch: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
         let groups = group_in_order(&batch.records);
         let results: Vec<Vec<(String, Verdict)>> = futures::stream::iter(groups)
-            .map(|(group, records)| self.process_group(group, records))
+            .map(|(group, records)| self.process_group(group, records, deadline))
             .buffer_unordered(MAX_CONCURRENT_GROUPS)
             .collect()
             .await;
@@ -113,6 +142,7 @@ impl<H: EventHandler> BatchProcessor<H> {
         &self,
         group: String,
         records: Vec<&SqsMessage>,
+        deadline: Option<Instant>,
     ) -> Vec<(String, Verdict)> {
         let mut out = Vec::with_capacity(records.len());
         let mut group_failed: Option<Option<Duration>> = None;
@@ -134,7 +164,27 @@ impl<H: EventHandler> BatchProcessor<H> {
                     }
                     Verdict::Fail { delay }
                 }
-                None => self.process_record(&group, record).instrument(span).await,
+                None if deadline
+                    .is_some_and(|d| d.saturating_duration_since(Instant::now()) < EVENT_TIME) =>
+                {
+                    // Not enough time to finish it: back at once, no back-off penalty.
+                    tracing::info!(parent: &span, "invocation deadline near: event not started");
+                    self.set_visibility(record, Duration::ZERO)
+                        .instrument(span)
+                        .await;
+                    Verdict::Fail { delay: None }
+                }
+                None => {
+                    let event_deadline = deadline.map(|d| d - ANSWER_MARGIN);
+                    AssertUnwindSafe(self.process_record(&group, record, event_deadline))
+                        .catch_unwind()
+                        .instrument(span.clone())
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::error!(parent: &span, "handling the event panicked; its group is retried");
+                            Verdict::Fail { delay: Some(backoff(1, 0)) }
+                        })
+                }
             };
             if let Verdict::Fail { delay } = &verdict {
                 group_failed.get_or_insert(*delay);
@@ -144,8 +194,16 @@ impl<H: EventHandler> BatchProcessor<H> {
         out
     }
 
-    async fn process_record(&self, group: &str, record: &SqsMessage) -> Verdict {
+    async fn process_record(
+        &self,
+        group: &str,
+        record: &SqsMessage,
+        deadline: Option<Instant>,
+    ) -> Verdict {
         let body = record.body.as_deref().unwrap_or("");
+        if let Some(tenant) = replay::parse_request(body) {
+            return self.replay(&tenant).await;
+        }
         let event = match LeadEvent::parse(body) {
             Ok(e) => e,
             Err(e) => {
@@ -162,7 +220,11 @@ impl<H: EventHandler> BatchProcessor<H> {
             .get("ApproximateReceiveCount")
             .and_then(|c| c.parse().ok())
             .unwrap_or(1);
-        match self.handler.handle(&event, body, receive_count).await {
+        match self
+            .handler
+            .handle(&event, body, receive_count, deadline)
+            .await
+        {
             Outcome::Done => Verdict::Ack,
             Outcome::Skipped { reason } => {
                 tracing::info!(%reason, "event skipped");
@@ -181,9 +243,27 @@ impl<H: EventHandler> BatchProcessor<H> {
                 self.requeue(group, record, &event.event_id).await
             }
             Outcome::Retry { delay, reason } => {
-                tracing::info!(%reason, delay_secs = delay.as_secs(), "event retried later");
+                tracing::info!(%reason, delay_ms = delay.as_millis() as u64, "event retried later");
                 self.set_visibility(record, delay).await;
                 Verdict::Fail { delay: Some(delay) }
+            }
+        }
+    }
+
+    /// A replay request: re-send the tenant's parked events (see [`replay`]). A failure retries
+    /// the request; the events stay parked meanwhile.
+    async fn replay(&self, tenant: &crate::tenant::TenantId) -> Verdict {
+        let (Some(store), Some(queue_url)) = (self.handler.replay_store(), &self.queue_url) else {
+            tracing::error!("a replay request without a store or LEAD_QUEUE_URL; dropped");
+            return Verdict::Ack;
+        };
+        match replay::replay_parked(store, &self.sqs, queue_url, tenant).await {
+            Ok(_) => Verdict::Ack,
+            Err(e) => {
+                tracing::warn!(error = %e, tenant_id = %tenant, "replay failed; retried later");
+                Verdict::Fail {
+                    delay: Some(REQUEUE_FALLBACK_DELAY),
+                }
             }
         }
     }
@@ -261,7 +341,7 @@ impl<H: EventHandler> BatchProcessor<H> {
         let (Some(queue_url), Some(handle)) = (&self.queue_url, &record.receipt_handle) else {
             return;
         };
-        let secs = delay.min(MAX_VISIBILITY).as_secs() as i32;
+        let secs = visibility_secs(delay);
         if let Err(e) = self
             .sqs
             .change_message_visibility()
@@ -306,13 +386,41 @@ pub fn lead_sync_with(
         crate::mcp::UrlGuard::from_config(cfg),
         crate::mcp::McpClientOptions::default(),
     )?;
-    let engine = super::SyncEngine::new(cfg, store, vault, mcp);
+    let mut engine = super::SyncEngine::new(cfg, store, vault, mcp);
+    if let Some(queue) = &cfg.lead_queue_url {
+        engine = engine.with_replay_queue(aws.sqs.clone(), queue.clone());
+    }
     Ok(BatchProcessor::new(
         engine,
         aws.sqs.clone(),
         cfg.lead_queue_url.clone(),
         dead_letter_queue_url,
     ))
+}
+
+/// The invocation's deadline as an `Instant`, from the Lambda context's `deadline` (epoch
+/// milliseconds). `None` when it is 0 or unreadable (local tools that set none).
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Option<Instant> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis();
+    let left = u64::try_from(u128::from(deadline_ms).saturating_sub(now_ms)).ok()?;
+    Some(Instant::now() + Duration::from_millis(left))
+}
+
+/// A retry delay as SQS visibility seconds: rounded up (a 300 ms wait is 1 s, not 0), at least
+/// [`MIN_RETRY`] for a real retry, at most 12 hours. Zero stays zero (back at once).
+fn visibility_secs(delay: Duration) -> i32 {
+    if delay.is_zero() {
+        return 0;
+    }
+    let d = delay.max(MIN_RETRY).min(MAX_VISIBILITY);
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    i32::try_from(secs).unwrap_or(i32::MAX)
 }
 
 fn string_attribute(v: &str) -> Option<MessageAttributeValue> {
@@ -404,5 +512,18 @@ mod tests {
         assert_eq!(dedup_id(""), "no-message-id");
         assert_eq!(dedup_id(&"x".repeat(200)).len(), 128);
         assert_eq!(dedup_id("a b\u{e9}c"), "abc");
+    }
+
+    #[test]
+    fn retry_delays_round_up_with_a_floor() {
+        for (delay, secs, why) in [
+            (Duration::ZERO, 0, "zero: back at once"),
+            (Duration::from_millis(300), 2, "a sub-second wait is not 0 s"),
+            (Duration::from_millis(2500), 3, "rounded up"),
+            (Duration::from_secs(7), 7, "whole seconds kept"),
+            (Duration::from_secs(100_000), 43_200, "capped at 12 hours"),
+        ] {
+            assert_eq!(visibility_secs(delay), secs, "{why}");
+        }
     }
 }

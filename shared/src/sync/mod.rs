@@ -1,11 +1,23 @@
-//! lead-sync's engine: one lead event in, one [`Outcome`] out (design.md §4). `engine` runs the
-//! steps (claim, integration, token cache, lead resolution, link), `fields` holds the pure field
-//! rules, `outcome` the one place where failures become outcomes, `batch` the SQS side.
+//! lead-sync's core: one lead event in, one [`Outcome`] out.
+//!
+//! - [`engine`]: the steps of one event, start to end;
+//! - [`connections`]: the per-container cache of tenants' tokens, bindings and MCP sessions, and
+//!   the rate gate in front of every lead operation;
+//! - [`resolution`]: finding the customer's lead (link, ORIGIN_ID, phone, create) and what is
+//!   written to it, with the field rules in [`fields`];
+//! - [`failure`]: the one place that decides what a failure leads to;
+//! - [`replay`]: parked events coming back;
+//! - [`ports`]: the narrow traits where the core meets DynamoDB, KMS and the portal;
+//! - [`batch`]: the SQS side (FIFO groups, partial batch responses, the dead-letter queue).
 
 pub mod batch;
+pub mod connections;
 mod engine;
+pub mod failure;
 pub mod fields;
-pub mod outcome;
+pub mod ports;
+pub mod replay;
+pub mod resolution;
 
 pub use engine::{SyncEngine, SyncStats};
-pub use outcome::{Outcome, SyncError};
+pub use failure::{Outcome, SyncError};

@@ -23,11 +23,20 @@ struct Scripted {
 }
 
 impl EventHandler for Scripted {
-    async fn handle(&self, event: &LeadEvent, _body: &str, _receive_count: u32) -> Outcome {
+    async fn handle(
+        &self,
+        event: &LeadEvent,
+        _body: &str,
+        _receive_count: u32,
+        _deadline: Option<std::time::Instant>,
+    ) -> Outcome {
         self.seen
             .lock()
             .unwrap()
             .push(format!("{}#{}", event.customer.id, event.lead.score));
+        if event.customer.id == "tg:panic" {
+            panic!("a scripted panic inside the engine");
+        }
         self.outcomes
             .get(&event.customer.id)
             .cloned()
@@ -138,7 +147,7 @@ async fn mixed_groups_report_exactly_the_failed_ids_and_poison_goes_to_the_dlq()
         Some(env.queue_url.clone()),
         env.dlq_url.clone(),
     );
-    let response = processor.process(batch.clone()).await;
+    let response = processor.process(batch.clone(), None).await;
 
     // Every message of the failed group is reported, in batch order; nothing else is.
     let failed: Vec<String> = response
@@ -252,7 +261,7 @@ async fn an_unreachable_dead_letter_queue_keeps_the_message_for_retry() {
         Some(env.queue_url.clone()),
         format!("{}-missing.fifo", env.dlq_url.trim_end_matches(".fifo")),
     );
-    let response = processor.process(batch.clone()).await;
+    let response = processor.process(batch.clone(), None).await;
     let failed: Vec<String> = response
         .batch_item_failures
         .iter()
@@ -281,7 +290,7 @@ async fn a_requeued_event_is_acknowledged_and_sent_again_to_the_back_of_its_grou
         Some(env.queue_url.clone()),
         env.dlq_url.clone(),
     );
-    let response = processor.process(batch.clone()).await;
+    let response = processor.process(batch.clone(), None).await;
     assert!(
         response.batch_item_failures.is_empty(),
         "a re-queued event is acknowledged: {:?}",
@@ -320,4 +329,84 @@ async fn a_requeued_event_is_acknowledged_and_sent_again_to_the_back_of_its_grou
         bodies[0].0
     );
     assert_ne!(copy[0].message_id, batch.records[0].message_id);
+}
+
+/// A panic in one record fails that record's group only: the other groups of the batch are
+/// acknowledged (a panicking invocation used to redeliver every tenant's messages).
+#[tokio::test]
+async fn a_panic_fails_only_its_own_group() {
+    let env = TestEnv::new().await;
+    let tenant = TenantId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+    let bodies = vec![
+        event(&tenant, "tg:panic", 1),
+        event(&tenant, "tg:ok", 2),
+        event(&tenant, "tg:panic", 3),
+        event(&tenant, "tg:other", 4),
+    ];
+    let batch = deliver(&env, &bodies).await;
+    let processor = BatchProcessor::new(
+        Scripted {
+            outcomes: HashMap::new(),
+            seen: Mutex::new(Vec::new()),
+        },
+        env.clients.sqs.clone(),
+        Some(env.queue_url.clone()),
+        env.dlq_url.clone(),
+    );
+    let response = processor.process(batch.clone(), None).await;
+    let failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, ids_of(&batch, |b| b.contains("tg:panic")));
+    let seen = processor.handler().seen.lock().unwrap().clone();
+    assert!(
+        !seen.contains(&"tg:panic#3".to_owned()),
+        "the later message of the group waited: {seen:?}"
+    );
+}
+
+/// No event starts without enough time left before the invocation's deadline: the batch
+/// answers in time, reporting those events failed (they come back at once), instead of being
+/// cut off by the function's timeout with no answer at all.
+#[tokio::test]
+async fn events_that_cannot_finish_before_the_deadline_are_not_started() {
+    let env = TestEnv::new().await;
+    let tenant = TenantId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+    let bodies: Vec<(String, String)> = (0..4)
+        .map(|i| event(&tenant, &format!("tg:d{i}"), 10))
+        .collect();
+    let batch = deliver(&env, &bodies).await;
+    let processor = BatchProcessor::new(
+        Scripted {
+            outcomes: HashMap::new(),
+            seen: Mutex::new(Vec::new()),
+        },
+        env.clients.sqs.clone(),
+        Some(env.queue_url.clone()),
+        env.dlq_url.clone(),
+    );
+    let soon = std::time::Instant::now() + Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let response = processor.process(batch.clone(), Some(soon)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered before the deadline"
+    );
+    assert_eq!(response.batch_item_failures.len(), 4);
+    assert!(
+        processor.handler().seen.lock().unwrap().is_empty(),
+        "nothing was started"
+    );
+    // with time enough, the same batch runs
+    let later = std::time::Instant::now() + Duration::from_secs(60);
+    let again = deliver(&env, &[event(&tenant, "tg:d9", 10)]).await;
+    assert!(
+        processor
+            .process(again, Some(later))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
 }

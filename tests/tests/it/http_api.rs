@@ -305,7 +305,7 @@ async fn connect_test_status_disconnect_round_trip_without_leaking_the_token() {
     assert_eq!(
         before.body,
         json!({"connected": false, "mcp_url": null, "connected_at": null, "last_sync_at": null,
-               "sync_status": null, "last_error": null}),
+               "sync_status": null, "last_error": null, "parked_events": null}),
         "nulls before any connect"
     );
 
@@ -989,10 +989,34 @@ async fn revoked_token_turns_error_and_a_passing_test_heals_and_replays_parked_e
         Value::Null,
         "a passing test clears last_error"
     );
+    // The test answered without replaying: it asked lead-sync to, with one message.
+    assert_eq!(
+        fx.app.store.list_parked(&t).await.unwrap().len(),
+        2,
+        "not replayed inside test"
+    );
+    let request =
+        teleagent_tests::harness::receive_as_event(&fx.env.clients.sqs, &fx.env.queue_url).await;
+    assert_eq!(request.records.len(), 1, "one replay request");
+    let r = &request.records[0];
+    assert_eq!(r.attributes["MessageGroupId"], format!("{tenant}:~replay"));
+    assert_eq!(
+        shared::sync::replay::parse_request(r.body.as_deref().unwrap()),
+        Some(t.clone())
+    );
+    let processor = shared::sync::batch::lead_sync_with(
+        &fx.env.config_with(&[("MCP_ALLOW_LOOPBACK", "true")]),
+        &fx.env.clients,
+        fx.env.dlq_url.clone(),
+    )
+    .unwrap();
+    let answer = processor.process(request, None).await;
+    assert!(answer.batch_item_failures.is_empty(), "{answer:?}");
     assert!(
         fx.app.store.list_parked(&t).await.unwrap().is_empty(),
         "parked events re-sent and removed"
     );
+    assert_eq!(fx.integration(&tenant).await.unwrap().parked_count, 0);
     let msgs = fx
         .env
         .clients

@@ -1,6 +1,7 @@
 //! One integration-test binary: one link step, shared statics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod aws_faults;
 mod batch;
 mod crm;
 mod e2e;

@@ -547,14 +547,27 @@ async fn tenants_are_isolated() {
         .await
         .unwrap();
     let a_parked = st.list_parked(&a).await.unwrap();
-    st.delete_parked(&b, &a_parked[0]).await.unwrap();
+    assert!(
+        matches!(
+            st.delete_parked(&b, &a_parked[0]).await,
+            Err(StoreError::Conflict)
+        ),
+        "B has no such parked item"
+    );
     assert!(matches!(
         st.set_status(&b, a_int.version, SyncStatus::Error, None)
             .await,
         Err(StoreError::Conflict)
     ));
 
-    assert_eq!(st.get_integration(&a).await.unwrap(), Some(a_int));
+    assert_eq!(
+        st.get_integration(&a).await.unwrap(),
+        Some(Integration {
+            parked_count: 1,
+            ..a_int
+        }),
+        "A's item is A's: only A's own park counted"
+    );
     assert_eq!(st.get_link(&a, "tg:1").await.unwrap(), Some(link));
     assert!(matches!(
         st.claim_event(&a, "ev-1", lease, now).await.unwrap(),

@@ -134,7 +134,7 @@ fn event(t: &TenantId, customer: &str, score: u8) -> LeadEvent {
 }
 
 async fn handle(engine: &SyncEngine, ev: &LeadEvent) -> Outcome {
-    engine.handle(ev, &ev.to_json(), 1).await
+    engine.handle(ev, &ev.to_json(), 1, None).await
 }
 
 fn phones(lead: &Value) -> Vec<String> {
@@ -476,11 +476,15 @@ async fn a_revoked_token_parks_events_until_reconnect_and_replay() {
     // Reconnect with a new token, then replay into the real FIFO queue.
     let new = rig.sandbox.issue_token(false);
     rig.connect(&t, &new, fast_rate()).await;
-    let sent =
-        shared::parking::replay_parked(&rig.store, &rig.env.clients.sqs, &rig.env.queue_url, &t)
-            .await
-            .unwrap();
-    assert_eq!(sent, 2);
+    let replayed = shared::sync::replay::replay_parked(
+        &rig.store,
+        &rig.env.clients.sqs,
+        &rig.env.queue_url,
+        &t,
+    )
+    .await
+    .unwrap();
+    assert_eq!((replayed.sent, replayed.kept, replayed.left), (2, 0, 0));
     assert!(rig.store.list_parked(&t).await.unwrap().is_empty());
     let mut received = Vec::new();
     for _ in 0..5 {
@@ -501,7 +505,7 @@ async fn a_revoked_token_parks_events_until_reconnect_and_replay() {
             assert_eq!(group, format!("{t}:tg:42"));
             let body = m.body.unwrap();
             let ev = LeadEvent::parse(&body).unwrap();
-            assert_eq!(engine.handle(&ev, &body, 1).await, Outcome::Done);
+            assert_eq!(engine.handle(&ev, &body, 1, None).await, Outcome::Done);
             rig.env
                 .clients
                 .sqs
@@ -718,4 +722,154 @@ async fn data_the_portal_refuses_is_a_dead_letter_and_can_be_retried() {
     rig.sandbox.set_config(|c| c.has_telegram_source = true);
     assert_eq!(handle(&engine, &ev).await, Outcome::Done);
     assert_eq!(rig.leads_of(&t).len(), 1);
+}
+
+/// A disabled KMS key (or access denied) is the operator's mistake: the event is retried with
+/// back-off and the tenant stays `active` (it used to go to `error`, park its events and be asked
+/// to reconnect). moto does not enforce a disabled key on Decrypt, so the fault proxy answers for
+/// KMS as AWS does.
+#[tokio::test]
+async fn a_disabled_kms_key_leaves_the_tenant_active() {
+    use teleagent_tests::aws_faults::{AwsFaultProxy, FaultKind, FaultPlan, FaultRule};
+    let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
+    let t = tenant();
+    rig.connect(&t, &rig.sandbox.issue_token(false), fast_rate())
+        .await;
+    let proxy = AwsFaultProxy::start(teleagent_tests::harness::moto_endpoint())
+        .await
+        .unwrap();
+    let sdk = teleagent_tests::harness::sdk_config_at(&proxy.endpoint()).await;
+    let kms = aws_sdk_kms::Client::new(&sdk);
+    let engine = SyncEngine::new(
+        &rig.cfg,
+        rig.store.clone(),
+        Vault::new(kms, Some(rig.env.key_id.clone())),
+        rig.mcp.clone(),
+    );
+    for fault in [
+        FaultKind::KmsDisabled,
+        FaultKind::AccessDenied,
+        FaultKind::KmsInvalidState,
+    ] {
+        proxy.set_plan(FaultPlan::none().rule(FaultRule::new("kms", "Decrypt", fault, 1.0)));
+        let o = handle(&engine, &event(&t, "tg:kms", 40)).await;
+        assert!(matches!(o, Outcome::Retry { .. }), "{fault:?}: {o:?}");
+        let integ = rig.store.get_integration(&t).await.unwrap().unwrap();
+        assert_eq!(
+            integ.sync_status,
+            Some(SyncStatus::Active),
+            "{fault:?}: {:?}",
+            integ.last_error
+        );
+        assert!(
+            rig.store.list_parked(&t).await.unwrap().is_empty(),
+            "{fault:?}"
+        );
+    }
+    // The operator fixes the key: the retry lands.
+    proxy.set_plan(FaultPlan::none());
+    assert_eq!(
+        handle(&engine, &event(&t, "tg:kms", 41)).await,
+        Outcome::Done
+    );
+}
+
+/// The replay race: an event parked again between a replay's send and its delete keeps the new
+/// copy (it used to be deleted unconditionally, and the event was lost).
+#[tokio::test]
+async fn a_replay_never_deletes_a_copy_parked_after_its_send() {
+    let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
+    let t = tenant();
+    rig.connect(&t, &rig.sandbox.issue_token(false), fast_rate())
+        .await;
+    let at = time::OffsetDateTime::now_utc();
+    rig.store
+        .park_event(&t, at, "ev-1", "{}", "first")
+        .await
+        .unwrap();
+    let sent = rig.store.list_parked(&t).await.unwrap();
+    // lead-sync parks the same event again while the replay's send is under way
+    rig.store
+        .park_event(&t, at, "ev-1", "{}", "again")
+        .await
+        .unwrap();
+    let err = rig.store.delete_parked(&t, &sent[0]).await.unwrap_err();
+    assert!(
+        matches!(err, shared::store::StoreError::Conflict),
+        "{err:?}"
+    );
+    let left = rig.store.list_parked(&t).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].reason, "again", "the newer copy is kept");
+    assert_eq!(
+        rig.store
+            .get_integration(&t)
+            .await
+            .unwrap()
+            .unwrap()
+            .parked_count,
+        2
+    );
+    rig.store.delete_parked(&t, &left[0]).await.unwrap();
+    assert!(rig.store.list_parked(&t).await.unwrap().is_empty());
+}
+
+/// Parked while healthy, replayed without anyone pressing a button: the tenant's next
+/// successful sync asks for the replay, and lead-sync's batch carries it out.
+#[tokio::test]
+async fn parked_events_come_back_after_the_next_successful_sync() {
+    let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
+    let t = tenant();
+    rig.connect(&t, &rig.sandbox.issue_token(false), fast_rate())
+        .await;
+    let processor =
+        shared::sync::batch::lead_sync_with(&rig.cfg, &rig.env.clients, rig.env.dlq_url.clone())
+            .unwrap();
+    let engine = processor.handler();
+    // The portal fails until the last receive: the event is parked, the integration stays active.
+    rig.sandbox.set_faults(teleagent_tests::sandbox::Faults {
+        error_5xx_ratio: 1.0,
+        ..Default::default()
+    });
+    let parked = event(&t, "tg:p", 30);
+    let o = engine
+        .handle(
+            &parked,
+            &parked.to_json(),
+            teleagent_tests::harness::TEST_MAX_RECEIVE_COUNT - 1,
+            None,
+        )
+        .await;
+    assert!(matches!(o, Outcome::Parked { .. }), "{o:?}");
+    let integ = rig.store.get_integration(&t).await.unwrap().unwrap();
+    assert_eq!(
+        (integ.sync_status, integ.parked_count),
+        (Some(SyncStatus::Active), 1)
+    );
+    // The portal is back; another customer's event syncs and asks for the replay.
+    rig.sandbox
+        .set_faults(teleagent_tests::sandbox::Faults::default());
+    assert_eq!(handle(engine, &event(&t, "tg:q", 50)).await, Outcome::Done);
+    let request =
+        teleagent_tests::harness::receive_as_event(&rig.env.clients.sqs, &rig.env.queue_url).await;
+    assert_eq!(request.records.len(), 1, "one replay request");
+    assert!(
+        processor
+            .process(request, None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert!(rig.store.list_parked(&t).await.unwrap().is_empty());
+    let replayed =
+        teleagent_tests::harness::receive_as_event(&rig.env.clients.sqs, &rig.env.queue_url).await;
+    assert_eq!(replayed.records.len(), 1);
+    assert!(
+        processor
+            .process(replayed, None)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(rig.leads_of(&t).len(), 2, "the parked event's lead landed");
 }

@@ -1,0 +1,386 @@
+//! Finding a customer's lead, and what is written to it. In this order: the stored link, if it
+//! belongs to the connected portal (a link from a previously connected portal is ignored); else,
+//! under the per-customer create lock, a lead this connector made in an interrupted attempt
+//! (`ORIGIN_ID`); else a lead found by phone (several spellings of the number in one call); else
+//! a new lead. A found lead is adopted only when it really is the customer's: one of its PHONE
+//! values is a spelling of the number, or it carries the customer's ORIGIN_ID. A linked lead
+//! that answers "not found" is dropped and the search goes on. The field rules themselves are in
+//! [`super::fields`].
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use super::failure::SyncError;
+use super::fields::{self, UpdateInput};
+use super::ports::{Lead, LeadCrm, LeadLinks};
+use crate::crm::{Operation, PortalCaps};
+use crate::events::LeadEvent;
+use crate::phone::{Phone, is_spelling_of, search_spellings};
+use crate::store::{CreateClaim, LeadLink, LinkMeta, LinkState};
+use crate::tenant::TenantId;
+
+/// The per-customer create lock's lease: one search plus one create, with room for slow calls.
+const CREATE_LEASE: Duration = Duration::from_secs(60);
+/// How long a link's `sent` values are trusted without reading the lead back.
+///
+/// Trade-off: within this window after our last create/update/get we update from `sent` alone,
+/// which keeps a conversation's burst of events near one `tools/call` each; the price is that a
+/// manager's edit made inside the window can be overwritten by the next event's changed value.
+/// After the window, the lead is read first and edited fields win.
+const VERIFY_WINDOW: time::Duration = time::Duration::minutes(10);
+/// How many leads a search may offer before the connector stops reading them and creates one:
+/// each costs a read, and a server whose search ignores its filter offers every lead.
+const MAX_ADOPT_CANDIDATES: usize = 3;
+
+/// What a successful sync did, for the audit line and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// `lead_created`, `lead_linked`, `lead_recovered`, `lead_updated`, `notes_added`,
+    /// `lead_unchanged`.
+    pub kind: &'static str,
+    pub lead_id: i64,
+}
+
+/// How a lead found by search relates to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Made by someone else, found by phone: only our fields, a forward status and a comment.
+    Foreign,
+    /// Made by us in an earlier attempt that crashed before linking (found by ORIGIN_ID).
+    Recovered,
+}
+
+/// One event's lead resolution and writes, over the portal's lead operations and the links.
+pub struct Resolver<'a, C, L> {
+    pub crm: &'a mut C,
+    pub links: &'a L,
+    pub event: &'a LeadEvent,
+    /// The connected portal; links of other portals are ignored.
+    pub portal_id: &'a str,
+    pub phone: Option<Phone>,
+    pub caps: PortalCaps,
+    pub now: OffsetDateTime,
+}
+
+/// The `VALUE`s of a lead's PHONE multifield.
+fn lead_phone_values(lead: &Lead) -> impl Iterator<Item = &str> {
+    lead.get("PHONE")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("VALUE").and_then(Value::as_str))
+}
+
+impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
+    fn tenant(&self) -> &TenantId {
+        &self.event.tenant_id
+    }
+
+    fn customer(&self) -> &str {
+        &self.event.customer.id
+    }
+
+    fn e164(&self) -> Option<&str> {
+        match &self.phone {
+            Some(Phone::Parsed { e164, .. }) => Some(e164),
+            _ => None,
+        }
+    }
+
+    /// The stored link of this portal, else the create path.
+    pub async fn resolve(&mut self) -> Result<Synced, SyncError> {
+        if let Some(LinkState::Linked(link, meta)) = self
+            .links
+            .link_state(self.tenant(), self.customer())
+            .await?
+            && link.portal_id == self.portal_id
+        {
+            if let Some(done) = self.update_linked(link, meta).await? {
+                return Ok(done);
+            }
+            tracing::info!("linked lead was deleted in Bitrix24: dropping the link");
+            self.links
+                .delete_link(self.tenant(), self.customer())
+                .await?;
+        }
+        self.create_path().await
+    }
+
+    /// Under the per-customer create lock, search then create.
+    async fn create_path(&mut self) -> Result<Synced, SyncError> {
+        let claim = self
+            .links
+            .claim_create(
+                self.tenant(),
+                self.customer(),
+                self.portal_id,
+                CREATE_LEASE,
+                self.now,
+            )
+            .await?;
+        match claim {
+            CreateClaim::Held { .. } => Err(SyncError::CreateLockHeld),
+            CreateClaim::Linked(link, meta) => match self.update_linked(link, meta).await? {
+                Some(done) => Ok(done),
+                None => {
+                    self.links
+                        .delete_link(self.tenant(), self.customer())
+                        .await?;
+                    Err(SyncError::LeadGone)
+                }
+            },
+            CreateClaim::Claimed { resumed } => {
+                let mut attempted = false;
+                let result = self.create_locked(resumed, &mut attempted).await;
+                if result.is_err()
+                    && let Err(e) = self
+                        .links
+                        .release_create(self.tenant(), self.customer(), attempted)
+                        .await
+                {
+                    tracing::warn!(error = %e, "could not release the create lock (its lease will end)");
+                }
+                result
+            }
+        }
+    }
+
+    async fn create_locked(
+        &mut self,
+        resumed: bool,
+        attempted: &mut bool,
+    ) -> Result<Synced, SyncError> {
+        if resumed && self.crm.has(Operation::ListLeads) {
+            let ids = self
+                .crm
+                .find_by_origin(&fields::origin_id(self.event))
+                .await?;
+            for id in ids.into_iter().take(MAX_ADOPT_CANDIDATES) {
+                if let Some(done) = self.adopt(id, Found::Recovered).await? {
+                    return Ok(done);
+                }
+            }
+        }
+        if let Some(e164) = self.e164().map(str::to_owned) {
+            let ids = self.crm.find_by_phones(&search_spellings(&e164)).await?;
+            for id in ids.into_iter().take(MAX_ADOPT_CANDIDATES) {
+                if let Some(done) = self.adopt(id, Found::Foreign).await? {
+                    return Ok(done);
+                }
+            }
+        }
+        let (f, sent) = fields::create_fields(self.event, &self.caps, self.phone.as_ref());
+        *attempted = true;
+        let lead_id = self.crm.create_lead(f).await?;
+        tracing::info!(lead_id, "lead created");
+        let link = LeadLink {
+            customer_id: self.customer().to_owned(),
+            lead_id,
+            portal_id: self.portal_id.to_owned(),
+            phone_e164: self.e164().map(str::to_owned),
+            last_event_at: self.event.occurred_at,
+            sent,
+        };
+        let meta = LinkMeta {
+            verified_at: Some(self.now),
+            notes_sent: self.event.lead.notes.clone(),
+        };
+        self.links.put_link(self.tenant(), &link, &meta).await?;
+        Ok(Synced {
+            kind: "lead_created",
+            lead_id,
+        })
+    }
+
+    /// Never adopt a lead that is not ours: one found by phone must carry one of the customer's
+    /// spellings among its PHONE values; one found by ORIGIN_ID must carry that ORIGIN_ID.
+    fn is_ours(&self, lead: &Lead, found: Found) -> bool {
+        match found {
+            Found::Recovered => {
+                lead.get("ORIGIN_ID").and_then(Value::as_str)
+                    == Some(&fields::origin_id(self.event))
+            }
+            Found::Foreign => {
+                let Some(e164) = self.e164() else {
+                    return false;
+                };
+                let spellings = search_spellings(e164);
+                lead_phone_values(lead).any(|v| is_spelling_of(v, &spellings))
+            }
+        }
+    }
+
+    /// A lead found by search: read it, send only what the rules allow, link it. `None` when it
+    /// vanished between the search and the read.
+    async fn adopt(&mut self, lead_id: i64, found: Found) -> Result<Option<Synced>, SyncError> {
+        let Some(lead) = self.crm.get_lead(lead_id).await? else {
+            return Ok(None);
+        };
+        if !self.is_ours(&lead, found) {
+            tracing::warn!(
+                lead_id,
+                ?found,
+                "a search returned a lead that is not this customer's: not adopted"
+            );
+            return Ok(None);
+        }
+        let desired = fields::desired(self.event, &self.caps, self.phone.as_ref());
+        let plan = fields::plan_update(UpdateInput {
+            desired: &desired,
+            sent: &Map::new(),
+            crm: Some(&lead),
+            older: false,
+            link_phone: None,
+            foreign: found == Found::Foreign,
+        });
+        let mut f = plan.fields;
+        // Our create already carried the summary; a foreign lead gets it as history.
+        let text = (found == Found::Foreign)
+            .then(|| fields::summary(self.event, &self.caps, self.phone.as_ref()));
+        let by_tool = self.crm.has(Operation::AddComment);
+        if let Some(text) = &text
+            && !by_tool
+        {
+            f.insert(
+                "COMMENTS".into(),
+                json!(fields::appended_comments(Some(&lead), text)),
+            );
+        }
+        if !f.is_empty() && !self.crm.update_lead(lead_id, f).await? {
+            return Ok(None);
+        }
+        if let Some(text) = &text
+            && by_tool
+            && !self.crm.add_comment(lead_id, text).await?
+        {
+            return Ok(None);
+        }
+        let link = LeadLink {
+            customer_id: self.customer().to_owned(),
+            lead_id,
+            portal_id: self.portal_id.to_owned(),
+            phone_e164: self.e164().map(str::to_owned),
+            last_event_at: self.event.occurred_at,
+            sent: plan.sent,
+        };
+        let meta = LinkMeta {
+            verified_at: Some(self.now),
+            notes_sent: self.event.lead.notes.clone(),
+        };
+        self.links.put_link(self.tenant(), &link, &meta).await?;
+        let kind = match found {
+            Found::Foreign => "lead_linked",
+            Found::Recovered => "lead_recovered",
+        };
+        tracing::info!(lead_id, kind, "existing lead linked");
+        Ok(Some(Synced { kind, lead_id }))
+    }
+
+    /// The update of a linked lead. `None` when Bitrix24 says the lead no longer exists.
+    async fn update_linked(
+        &mut self,
+        link: LeadLink,
+        meta: LinkMeta,
+    ) -> Result<Option<Synced>, SyncError> {
+        let lead_id = link.lead_id;
+        let older = self.event.occurred_at < link.last_event_at;
+        let desired = fields::desired(self.event, &self.caps, self.phone.as_ref());
+        let notes = fields::new_notes(self.event, meta.notes_sent.as_deref());
+        let input = |crm| UpdateInput {
+            desired: &desired,
+            sent: &link.sent,
+            crm,
+            older,
+            link_phone: link.phone_e164.as_deref(),
+            foreign: false,
+        };
+        let trusted = fields::plan_update(input(None));
+        let has_text = notes.is_some() || !trusted.text_lines.is_empty();
+        let by_tool = self.crm.has(Operation::AddComment);
+        let mut verified_at = meta.verified_at;
+        let plan = if trusted.fields.is_empty() && !has_text {
+            // Nothing to send: nothing a manager's edit could lose, so no read either.
+            trusted
+        } else {
+            let stale = meta
+                .verified_at
+                .is_none_or(|v| self.now - v > VERIFY_WINDOW);
+            if stale || (has_text && !by_tool) {
+                let Some(lead) = self.crm.get_lead(lead_id).await? else {
+                    return Ok(None);
+                };
+                verified_at = Some(self.now);
+                let mut plan = fields::plan_update(input(Some(&lead)));
+                plan.fields =
+                    self.with_comments(plan.fields, notes, &plan.text_lines, Some(&lead), by_tool);
+                plan
+            } else {
+                let mut plan = trusted;
+                plan.fields =
+                    self.with_comments(plan.fields, notes, &plan.text_lines, None, by_tool);
+                plan
+            }
+        };
+        let text = fields::comment_text(self.event.occurred_at, notes, &plan.text_lines);
+        let sent_fields = !plan.fields.is_empty();
+        if sent_fields {
+            if !self.crm.update_lead(lead_id, plan.fields).await? {
+                return Ok(None);
+            }
+            verified_at = Some(self.now);
+        }
+        if by_tool
+            && let Some(text) = &text
+            && !self.crm.add_comment(lead_id, text).await?
+        {
+            return Ok(None);
+        }
+        let phone_e164 = link.phone_e164.clone().or_else(|| {
+            plan.sent
+                .get(fields::PHONE)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        let updated = LeadLink {
+            last_event_at: link.last_event_at.max(self.event.occurred_at),
+            sent: plan.sent,
+            phone_e164,
+            ..link
+        };
+        let meta = LinkMeta {
+            verified_at,
+            notes_sent: notes.map(str::to_owned).or(meta.notes_sent),
+        };
+        self.links.put_link(self.tenant(), &updated, &meta).await?;
+        let kind = match (sent_fields, text.is_some()) {
+            (true, _) => "lead_updated",
+            (false, true) => "notes_added",
+            (false, false) => "lead_unchanged",
+        };
+        Ok(Some(Synced { kind, lead_id }))
+    }
+
+    /// Without a comment tool, new notes go into COMMENTS, appended to what the CRM shows.
+    fn with_comments(
+        &self,
+        mut f: Map<String, Value>,
+        notes: Option<&str>,
+        lines: &[String],
+        lead: Option<&Map<String, Value>>,
+        by_tool: bool,
+    ) -> Map<String, Value> {
+        if !by_tool && let Some(text) = fields::comment_text(self.event.occurred_at, notes, lines) {
+            f.insert(
+                "COMMENTS".into(),
+                json!(fields::appended_comments(lead, &text)),
+            );
+        }
+        f
+    }
+}
+
+#[cfg(test)]
+#[path = "resolution_tests.rs"]
+mod tests;
