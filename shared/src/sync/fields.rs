@@ -209,6 +209,12 @@ fn crm_value<'a>(lead: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     }
 }
 
+/// Fields the connector owns: its own user fields. Written without reading the lead first;
+/// every other field is the manager's once the lead exists (see `plan_update`).
+pub fn is_connector_owned(field: &str) -> bool {
+    field.starts_with("UF_CRM_TELEAGENT_")
+}
+
 /// An update decided: the fields to send (Bitrix24 shape), the `sent` map afterwards, and lines
 /// for the comment text (score/hotness changes on portals without our user fields).
 #[derive(Debug, Default, PartialEq)]
@@ -232,10 +238,10 @@ pub struct UpdateInput<'a> {
     pub foreign: bool,
 }
 
-/// design.md §4.5 "Update": desired values minus those equal to what was last sent; a value the
-/// CRM shows differently from what we sent was edited by a person and is left alone (and adopted
-/// as sent, so later events do not fight the manager over it); statuses only move forward; a lead
-/// in a final status and an out-of-order event change no field.
+/// The update of a linked lead: desired values minus those equal to what was last sent; a value
+/// the CRM shows differently from what we sent was edited by a person and is left alone (and
+/// adopted as sent, so later events do not fight the manager over it); statuses only move
+/// forward; a lead in a final status (CONVERTED, JUNK) and an out-of-order event change no field.
 pub fn plan_update(i: UpdateInput<'_>) -> UpdatePlan {
     let mut plan = UpdatePlan {
         sent: i.sent.clone(),
@@ -245,8 +251,15 @@ pub fn plan_update(i: UpdateInput<'_>) -> UpdatePlan {
         .crm
         .and_then(|l| l.get("STATUS_ID"))
         .and_then(Value::as_str);
-    let known_status = crm_status.or(i.sent.get("STATUS_ID").and_then(Value::as_str));
-    if i.older || crm_status.is_some_and(is_final) {
+    let sent_status = i.sent.get("STATUS_ID").and_then(Value::as_str);
+    let known_status = crm_status.or(sent_status);
+    if let Some(status) = crm_status.filter(|s| is_final(s)) {
+        // A manager closed the lead: remember it, so later events send notes only, even those
+        // that would not read the lead first.
+        plan.sent.insert("STATUS_ID".into(), json!(status));
+        return plan;
+    }
+    if i.older || (i.crm.is_none() && sent_status.is_some_and(is_final)) {
         return plan;
     }
     for (key, want) in i.desired {

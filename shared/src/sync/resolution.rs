@@ -23,13 +23,6 @@ use crate::tenant::TenantId;
 
 /// The per-customer create lock's lease: one search plus one create, with room for slow calls.
 const CREATE_LEASE: Duration = Duration::from_secs(60);
-/// How long a link's `sent` values are trusted without reading the lead back.
-///
-/// Trade-off: within this window after our last create/update/get we update from `sent` alone,
-/// which keeps a conversation's burst of events near one `tools/call` each; the price is that a
-/// manager's edit made inside the window can be overwritten by the next event's changed value.
-/// After the window, the lead is read first and edited fields win.
-const VERIFY_WINDOW: time::Duration = time::Duration::minutes(10);
 /// How many leads a search may offer before the connector stops reading them and creates one:
 /// each costs a read, and a server whose search ignores its filter offers every lead.
 const MAX_ADOPT_CANDIDATES: usize = 3;
@@ -300,28 +293,28 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         let has_text = notes.is_some() || !trusted.text_lines.is_empty();
         let by_tool = self.crm.has(Operation::AddComment);
         let mut verified_at = meta.verified_at;
-        let plan = if trusted.fields.is_empty() && !has_text {
-            // Nothing to send: nothing a manager's edit could lose, so no read either.
-            trusted
+        // Ownership, not a time window: the connector's own user fields and its comments are
+        // written without a read; a field a manager owns (status, name, phone, any standard
+        // field) changes only after a read in this event shows the value last sent (or none),
+        // so a manager's edit is never overwritten. Appending to COMMENTS needs the text too.
+        let needs_read = trusted
+            .fields
+            .keys()
+            .any(|k| !fields::is_connector_owned(k))
+            || (has_text && !by_tool);
+        let plan = if needs_read {
+            let Some(lead) = self.crm.get_lead(lead_id).await? else {
+                return Ok(None);
+            };
+            verified_at = Some(self.now);
+            let mut plan = fields::plan_update(input(Some(&lead)));
+            plan.fields =
+                self.with_comments(plan.fields, notes, &plan.text_lines, Some(&lead), by_tool);
+            plan
         } else {
-            let stale = meta
-                .verified_at
-                .is_none_or(|v| self.now - v > VERIFY_WINDOW);
-            if stale || (has_text && !by_tool) {
-                let Some(lead) = self.crm.get_lead(lead_id).await? else {
-                    return Ok(None);
-                };
-                verified_at = Some(self.now);
-                let mut plan = fields::plan_update(input(Some(&lead)));
-                plan.fields =
-                    self.with_comments(plan.fields, notes, &plan.text_lines, Some(&lead), by_tool);
-                plan
-            } else {
-                let mut plan = trusted;
-                plan.fields =
-                    self.with_comments(plan.fields, notes, &plan.text_lines, None, by_tool);
-                plan
-            }
+            let mut plan = trusted;
+            plan.fields = self.with_comments(plan.fields, notes, &plan.text_lines, None, by_tool);
+            plan
         };
         let text = fields::comment_text(self.event.occurred_at, notes, &plan.text_lines);
         let sent_fields = !plan.fields.is_empty();

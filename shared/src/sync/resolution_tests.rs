@@ -242,7 +242,12 @@ fn link(
     )
 }
 
-async fn run(crm: &mut FakeCrm, links: &FakeLinks, ev: &LeadEvent) -> Result<Synced, SyncError> {
+async fn run(
+    crm: &mut FakeCrm,
+    links: &FakeLinks,
+    ev: &LeadEvent,
+    uf: bool,
+) -> Result<Synced, SyncError> {
     let phone = ev.raw_phone().map(|raw| parse_phone(raw, None));
     Resolver {
         crm,
@@ -250,7 +255,10 @@ async fn run(crm: &mut FakeCrm, links: &FakeLinks, ev: &LeadEvent) -> Result<Syn
         event: ev,
         portal_id: PORTAL,
         phone,
-        caps: PortalCaps::default(),
+        caps: PortalCaps {
+            has_teleagent_user_fields: uf,
+            ..PortalCaps::default()
+        },
         now: OffsetDateTime::now_utc(),
     }
     .resolve()
@@ -274,6 +282,8 @@ struct Row {
     /// The lead the customer ends up linked to: `Some(id)` (0 = a new one), or not linked.
     linked_to: Option<i64>,
     calls: &'static [&'static str],
+    /// The portal has the connector's user fields (score and hotness are fields, not text).
+    uf: bool,
 }
 
 #[tokio::test]
@@ -290,6 +300,7 @@ async fn resolution_rules() {
             want: Ok("lead_created"),
             linked_to: Some(0),
             calls: &["find_by_phones", "create_lead"],
+            uf: false,
         },
         Row {
             why: "phone-less customer: no search, created",
@@ -299,6 +310,7 @@ async fn resolution_rules() {
             want: Ok("lead_created"),
             linked_to: Some(0),
             calls: &["create_lead"],
+            uf: false,
         },
         Row {
             why: "a lead with the same number in another spelling: adopted",
@@ -308,6 +320,7 @@ async fn resolution_rules() {
             want: Ok("lead_linked"),
             linked_to: Some(101),
             calls: &["find_by_phones", "get_lead", "update_lead", "add_comment"],
+            uf: false,
         },
         Row {
             why: "a search that ignores its filter offers a stranger: not adopted, created",
@@ -320,6 +333,7 @@ async fn resolution_rules() {
             want: Ok("lead_created"),
             linked_to: Some(0),
             calls: &["find_by_phones", "get_lead", "create_lead"],
+            uf: false,
         },
         Row {
             why: "only three strangers are read before creating",
@@ -343,6 +357,7 @@ async fn resolution_rules() {
                 "get_lead",
                 "create_lead",
             ],
+            uf: false,
         },
         Row {
             why: "linked lead, new status: updated from the link, no search",
@@ -361,6 +376,7 @@ async fn resolution_rules() {
             want: Ok("lead_updated"),
             linked_to: Some(101),
             calls: &["get_lead", "update_lead", "add_comment"],
+            uf: false,
         },
         Row {
             why: "linked lead, nothing changed: no call at all",
@@ -379,6 +395,7 @@ async fn resolution_rules() {
             want: Ok("lead_unchanged"),
             linked_to: Some(101),
             calls: &[],
+            uf: false,
         },
         Row {
             why: "a link to another portal is ignored: search and create there",
@@ -388,6 +405,7 @@ async fn resolution_rules() {
             want: Ok("lead_created"),
             linked_to: Some(0),
             calls: &["find_by_phones", "create_lead"],
+            uf: false,
         },
         Row {
             why: "the linked lead was deleted: link dropped, search goes on, created",
@@ -400,6 +418,7 @@ async fn resolution_rules() {
             want: Ok("lead_created"),
             linked_to: Some(0),
             calls: &["get_lead", "find_by_phones", "create_lead"],
+            uf: false,
         },
         Row {
             why: "an interrupted create: found by ORIGIN_ID and linked, not created twice",
@@ -417,6 +436,7 @@ async fn resolution_rules() {
             want: Ok("lead_recovered"),
             linked_to: Some(101),
             calls: &["find_by_origin", "get_lead", "update_lead"],
+            uf: false,
         },
         Row {
             why: "an interrupted create whose ORIGIN_ID search returns someone else's lead: created",
@@ -435,6 +455,7 @@ async fn resolution_rules() {
             want: Ok("lead_created"),
             linked_to: Some(0),
             calls: &["find_by_origin", "get_lead", "create_lead"],
+            uf: false,
         },
         Row {
             why: "another consumer holds the create lock: retried, nothing sent",
@@ -450,6 +471,7 @@ async fn resolution_rules() {
             want: Err(()),
             linked_to: None,
             calls: &[],
+            uf: false,
         },
         Row {
             why: "an older event only adds its notes",
@@ -472,6 +494,7 @@ async fn resolution_rules() {
             want: Ok("notes_added"),
             linked_to: Some(101),
             calls: &["add_comment"],
+            uf: false,
         },
         Row {
             why: "a lead in a final status gets notes only",
@@ -496,6 +519,7 @@ async fn resolution_rules() {
             want: Ok("notes_added"),
             linked_to: Some(101),
             calls: &["get_lead", "add_comment"],
+            uf: false,
         },
         Row {
             why: "without a comment tool, notes are appended to COMMENTS after a read",
@@ -523,6 +547,7 @@ async fn resolution_rules() {
             want: Ok("lead_updated"),
             linked_to: Some(101),
             calls: &["get_lead", "update_lead"],
+            uf: false,
         },
         Row {
             why: "a customer whose number is already on the adopted lead: the phone is not sent again",
@@ -532,6 +557,74 @@ async fn resolution_rules() {
             want: Ok("lead_linked"),
             linked_to: Some(101),
             calls: &["find_by_phones", "get_lead", "update_lead", "add_comment"],
+            uf: false,
+        },
+        Row {
+            why: "the manager junked the lead: the next event changes no field, only adds notes",
+            crm: FakeCrm::with(&[
+                json!({"STATUS_ID": "JUNK", "NAME": "Ann", "PHONE": [{"ID": "1", "VALUE": PHONE}]}),
+            ]),
+            links: vec![(
+                "c1",
+                link(
+                    "c1",
+                    101,
+                    PORTAL,
+                    now - time::Duration::seconds(1),
+                    json!({"STATUS_ID": "NEW", "NAME": "Ann", "PHONE": PHONE}),
+                ),
+            )],
+            event: {
+                let mut e = event("c1", Some(PHONE));
+                e.lead.notes = Some("wants a call".into());
+                e
+            },
+            want: Ok("notes_added"),
+            linked_to: Some(101),
+            calls: &["get_lead", "add_comment"],
+            uf: false,
+        },
+        Row {
+            why: "the manager renamed the lead a second ago: the name stays, the status moves",
+            crm: FakeCrm::with(&[
+                json!({"STATUS_ID": "NEW", "NAME": "Anna (VIP)", "PHONE": [{"ID": "1", "VALUE": PHONE}]}),
+            ]),
+            links: vec![(
+                "c1",
+                link(
+                    "c1",
+                    101,
+                    PORTAL,
+                    now - time::Duration::seconds(1),
+                    json!({"STATUS_ID": "NEW", "NAME": "Ann", "PHONE": PHONE, "#score": 50}),
+                ),
+            )],
+            event: event("c1", Some(PHONE)),
+            want: Ok("lead_updated"),
+            linked_to: Some(101),
+            calls: &["get_lead", "update_lead"],
+            uf: false,
+        },
+        Row {
+            why: "only the connector's own user field changes: written without a read",
+            crm: FakeCrm::with(&[
+                json!({"STATUS_ID": "IN_PROCESS", "PHONE": [{"ID": "1", "VALUE": PHONE}]}),
+            ]),
+            links: vec![(
+                "c1",
+                link(
+                    "c1",
+                    101,
+                    PORTAL,
+                    earlier,
+                    json!({"STATUS_ID": "IN_PROCESS", "NAME": "Ann", "PHONE": PHONE, "UF_CRM_TELEAGENT_SCORE": 10}),
+                ),
+            )],
+            event: event("c1", Some(PHONE)),
+            want: Ok("lead_updated"),
+            linked_to: Some(101),
+            calls: &["update_lead"],
+            uf: true,
         },
     ];
     assert!(rows.len() >= 15);
@@ -541,7 +634,7 @@ async fn resolution_rules() {
             links.set(c, state.clone());
         }
         let before: Vec<i64> = row.crm.leads.keys().copied().collect();
-        let got = run(&mut row.crm, &links, &row.event).await;
+        let got = run(&mut row.crm, &links, &row.event, row.uf).await;
         let why = row.why;
         match (&got, row.want) {
             (Ok(s), Ok(kind)) => assert_eq!(s.kind, kind, "{why}"),
@@ -566,10 +659,20 @@ async fn resolution_rules() {
             want => assert_eq!(linked, want, "{why}: link"),
         }
     }
+    let by_why = |w: &str| rows.iter().find(|r| r.why.starts_with(w)).unwrap();
     // the adopted lead kept one PHONE item: the number was not appended again
-    let last = rows.last().unwrap();
+    let adopted = by_why("a customer whose number is already on the adopted lead");
     assert_eq!(
-        last.crm.leads[&101]["PHONE"].as_array().map(Vec::len),
+        adopted.crm.leads[&101]["PHONE"].as_array().map(Vec::len),
         Some(1)
     );
+    let junked = by_why("the manager junked the lead");
+    assert_eq!(
+        junked.crm.leads[&101]["STATUS_ID"], "JUNK",
+        "the manager's decision stands"
+    );
+    assert_eq!(junked.crm.comments.len(), 1, "the notes landed");
+    let renamed = by_why("the manager renamed the lead");
+    assert_eq!(renamed.crm.leads[&101]["NAME"], "Anna (VIP)");
+    assert_eq!(renamed.crm.leads[&101]["STATUS_ID"], "IN_PROCESS");
 }

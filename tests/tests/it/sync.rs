@@ -199,8 +199,8 @@ async fn new_customer_then_updates_for_both_tool_shapes() {
         assert_eq!(handle(&engine, &second).await, Outcome::Done, "{why}");
         assert_eq!(
             rig.sandbox.calls().tools_call,
-            2,
-            "{why}: one update + one comment, no read"
+            3,
+            "{why}: a read (the status is the manager's once the lead exists), one update, one comment"
         );
         let lead = rig.sandbox.lead(id).unwrap();
         assert_eq!(rig.leads_of(&t).len(), 1, "{why}: still one lead");
@@ -365,7 +365,11 @@ async fn a_customer_already_in_the_portal_is_found_by_another_spelling() {
     next.lead.status = Some(LeadStatus::Won);
     rig.sandbox.reset_calls();
     assert_eq!(handle(&engine, &next).await, Outcome::Done);
-    assert_eq!(rig.sandbox.calls().tools_call, 1);
+    assert_eq!(
+        rig.sandbox.calls().tools_call,
+        2,
+        "a status change reads the lead first, then updates it"
+    );
     assert_eq!(
         rig.sandbox.lead(existing).unwrap()["STATUS_ID"],
         "CONVERTED"
@@ -641,9 +645,12 @@ async fn a_200_event_stream_stays_near_one_call_per_event() {
         "the 4 seeded leads were linked, not duplicated"
     );
     assert_eq!(rig.sandbox.leads().len(), 40, "one lead per customer");
+    // Every other later event here changes the status, which is the manager's field once the
+    // lead exists: read, then update (two calls). Score and hotness are the connector's own
+    // user fields (one call, no read).
     assert!(
-        per_event <= 1.2,
-        "tools/call per event {per_event:.2} > 1.2"
+        per_event <= 1.5,
+        "tools/call per event {per_event:.2} > 1.5"
     );
     assert!(
         kms <= tenants.len() as u64,
