@@ -518,7 +518,11 @@ mod tests {
     fn retry_delays_round_up_with_a_floor() {
         for (delay, secs, why) in [
             (Duration::ZERO, 0, "zero: back at once"),
-            (Duration::from_millis(300), 2, "a sub-second wait is not 0 s"),
+            (
+                Duration::from_millis(300),
+                2,
+                "a sub-second wait is not 0 s",
+            ),
             (Duration::from_millis(2500), 3, "rounded up"),
             (Duration::from_secs(7), 7, "whole seconds kept"),
             (Duration::from_secs(100_000), 43_200, "capped at 12 hours"),
