@@ -2,8 +2,6 @@
 //! so a ciphertext copied into another tenant's row cannot be decrypted (design.md §3).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::primitives::Blob;
@@ -82,23 +80,18 @@ fn is_ciphertext_fault(err: &aws_sdk_kms::Error) -> bool {
     )
 }
 
-/// Encrypts and decrypts MCP tokens with KMS. Cheap to clone: the client and counter are shared.
+/// Encrypts and decrypts MCP tokens with KMS. Cheap to clone: the client is shared.
 #[derive(Clone, Debug)]
 pub struct Vault {
     kms: aws_sdk_kms::Client,
     key_id: Option<String>,
-    calls: Arc<AtomicU64>,
 }
 
 impl Vault {
     /// `key_id` (id, ARN or alias) is only needed to encrypt; when given it is also passed to
     /// Decrypt so a ciphertext of another key is refused instead of silently accepted.
     pub fn new(kms: aws_sdk_kms::Client, key_id: Option<String>) -> Self {
-        Self {
-            kms,
-            key_id,
-            calls: Arc::new(AtomicU64::new(0)),
-        }
+        Self { kms, key_id }
     }
 
     fn context(tenant: &TenantId) -> HashMap<String, String> {
@@ -116,7 +109,6 @@ impl Vault {
         token: &SecretToken,
     ) -> Result<Vec<u8>, VaultError> {
         let key_id = self.key_id.as_deref().ok_or(VaultError::NoKey)?;
-        self.calls.fetch_add(1, Ordering::Relaxed);
         let out = self
             .kms
             .encrypt()
@@ -149,7 +141,6 @@ impl Vault {
         tenant: &TenantId,
         ciphertext: &[u8],
     ) -> Result<SecretToken, VaultError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
         let out = self
             .kms
             .decrypt()
@@ -178,12 +169,6 @@ impl Vault {
             .map_err(|_| VaultError::BadResponse {
                 what: "the decrypted token is not UTF-8",
             })
-    }
-
-    /// How many KMS requests this vault (and its clones) made: the benchmark reports KMS calls
-    /// per event to show the warm-container token cache works.
-    pub fn kms_calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
     }
 }
 

@@ -104,8 +104,6 @@ impl McpClient {
                 version: None,
             },
             next_id: 0,
-            http_requests: 0,
-            tool_calls: 0,
         };
         session.initialize().await?;
         Ok(session)
@@ -123,8 +121,6 @@ pub struct McpSession {
     protocol_version: String,
     server_info: ServerInfo,
     next_id: i64,
-    http_requests: u64,
-    tool_calls: u64,
 }
 
 impl McpSession {
@@ -134,16 +130,6 @@ impl McpSession {
 
     pub fn protocol_version(&self) -> &str {
         &self.protocol_version
-    }
-
-    /// Every HTTP request this session sent (handshakes and re-initialisations included).
-    pub fn http_requests(&self) -> u64 {
-        self.http_requests
-    }
-
-    /// `tools/call` requests sent (what Bitrix24's rate limit counts).
-    pub fn tool_calls(&self) -> u64 {
-        self.tool_calls
     }
 
     /// All tools, following `nextCursor` (at most 50 pages).
@@ -196,7 +182,6 @@ impl McpSession {
         name: &str,
         arguments: Value,
     ) -> Result<ToolOutput, McpError> {
-        self.tool_calls += 1;
         let result = self
             .request(
                 "tools/call",
@@ -246,7 +231,6 @@ impl McpSession {
     }
 
     async fn post(&mut self, body: &Value, id: Option<i64>) -> Result<PostAnswer, PostError> {
-        self.http_requests += 1;
         let transport = self.transport.clone();
         let headers = SessionHeaders {
             session_id: self.session_id.as_deref(),

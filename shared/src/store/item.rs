@@ -97,15 +97,6 @@ impl<'a> Reader<'a> {
         self.opt_n(attr)?.ok_or_else(|| self.bad(attr, "missing"))
     }
 
-    /// The number exactly as stored, for conditions that must compare equal to what was read.
-    pub fn raw_n(&self, attr: &str) -> Result<&'a str, StoreError> {
-        match self.item.get(attr) {
-            Some(AttributeValue::N(v)) => Ok(v.as_str()),
-            Some(_) => Err(self.bad(attr, "not a number")),
-            None => Err(self.bad(attr, "missing")),
-        }
-    }
-
     pub fn opt_b(&self, attr: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self.item.get(attr) {
             None | Some(AttributeValue::Null(_)) => Ok(None),

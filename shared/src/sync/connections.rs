@@ -5,7 +5,6 @@
 //! first takes a token from the portal's budget shared by all consumers ([`BudgetedCrm`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -37,9 +36,6 @@ pub struct Connection {
     url: Url,
     cached_at: Instant,
     pub session: Option<McpSession>,
-    /// Session counters already added to the totals.
-    seen_tools: u64,
-    seen_http: u64,
 }
 
 /// One tenant's slot. The tokio mutex is held for a whole event, so one tenant's events in a
@@ -54,9 +50,6 @@ pub struct Connections {
     tool_map: Option<String>,
     ttl: Duration,
     slots: StdMutex<HashMap<String, Slot>>,
-    /// `tools/call` and all MCP HTTP requests so far (the benchmark reads them).
-    pub tool_calls: AtomicU64,
-    pub http_requests: AtomicU64,
 }
 
 impl Connections {
@@ -74,13 +67,7 @@ impl Connections {
             tool_map,
             ttl,
             slots: StdMutex::new(HashMap::new()),
-            tool_calls: AtomicU64::new(0),
-            http_requests: AtomicU64::new(0),
         }
-    }
-
-    pub fn vault(&self) -> &Vault {
-        &self.vault
     }
 
     pub fn slot(&self, t: &TenantId) -> Slot {
@@ -105,9 +92,6 @@ impl Connections {
             .is_some_and(|c| c.version == integ.version && c.cached_at.elapsed() < self.ttl);
         if fresh {
             return Ok(());
-        }
-        if let Some(mut old) = slot.take() {
-            self.flush(&mut old);
         }
         let ciphertext = integ
             .token_ciphertext
@@ -134,8 +118,6 @@ impl Connections {
             url,
             cached_at: Instant::now(),
             session: None,
-            seen_tools: 0,
-            seen_http: 0,
         });
         Ok(())
     }
@@ -148,11 +130,7 @@ impl Connections {
                 .connect(&c.url, &c.token)
                 .await
                 .map_err(CrmError::from)?;
-            c.seen_tools = 0;
-            c.seen_http = 0;
             c.session = Some(s);
-            // The handshake's requests count even if the first call fails.
-            self.flush(c);
         }
         Ok(())
     }
@@ -195,30 +173,10 @@ impl Connections {
             CachePlan::Keep => {}
             CachePlan::ResetSession => {
                 if let Some(c) = slot.as_mut() {
-                    self.flush(c);
                     c.session = None;
-                    c.seen_tools = 0;
-                    c.seen_http = 0;
                 }
             }
-            CachePlan::Forget => {
-                if let Some(mut c) = slot.take() {
-                    self.flush(&mut c);
-                }
-            }
-        }
-    }
-
-    /// Adds the session's new requests to the totals.
-    pub fn flush(&self, c: &mut Connection) {
-        if let Some(s) = &c.session {
-            let (tools, http) = (s.tool_calls(), s.http_requests());
-            self.tool_calls
-                .fetch_add(tools.saturating_sub(c.seen_tools), Ordering::Relaxed);
-            self.http_requests
-                .fetch_add(http.saturating_sub(c.seen_http), Ordering::Relaxed);
-            c.seen_tools = tools;
-            c.seen_http = http;
+            CachePlan::Forget => *slot = None,
         }
     }
 }

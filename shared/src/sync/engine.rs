@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -37,18 +36,9 @@ const DONE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// A tenant's replay is asked for at most this often per container (the queue also
 /// deduplicates the same minute's requests).
 const REPLAY_REQUEST_EVERY: Duration = Duration::from_secs(60);
-
-/// Counters for the benchmark (per container, since start).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SyncStats {
-    pub events: u64,
-    /// `tools/call` requests sent to Bitrix24 (what the portal's rate limit counts).
-    pub tool_calls: u64,
-    /// Every MCP HTTP request (handshakes, `tools/list`, `tools/call`).
-    pub mcp_http_requests: u64,
-    pub kms_calls: u64,
-    pub ddb_calls: u64,
-}
+/// `last_sync_at` is written at most this often per tenant per container: status shows it to
+/// the minute, and a write per event would be a third of the event's DynamoDB cost.
+const LAST_SYNC_EVERY: Duration = Duration::from_secs(60);
 
 struct Inner {
     store: Store,
@@ -58,7 +48,7 @@ struct Inner {
     /// Where replay requests go (the lead queue); none: replays start only on connect/test.
     replay_queue: Option<(aws_sdk_sqs::Client, String)>,
     replay_asked: StdMutex<HashMap<String, Instant>>,
-    events: AtomicU64,
+    last_sync_touched: StdMutex<HashMap<String, Instant>>,
 }
 
 /// The sync engine: built once per container, cheap to clone (shared state behind an `Arc`).
@@ -83,7 +73,7 @@ impl SyncEngine {
                 max_receive_count: cfg.lead_queue_max_receive_count,
                 replay_queue: None,
                 replay_asked: StdMutex::new(HashMap::new()),
-                events: AtomicU64::new(0),
+                last_sync_touched: StdMutex::new(HashMap::new()),
             }),
         }
     }
@@ -98,17 +88,6 @@ impl SyncEngine {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
-    }
-
-    pub fn stats(&self) -> SyncStats {
-        let i = &self.inner;
-        SyncStats {
-            events: i.events.load(Ordering::Relaxed),
-            tool_calls: i.conns.tool_calls.load(Ordering::Relaxed),
-            mcp_http_requests: i.conns.http_requests.load(Ordering::Relaxed),
-            kms_calls: i.conns.vault().kms_calls(),
-            ddb_calls: i.store.ddb_calls(),
-        }
     }
 
     /// Handles one valid event. `receive_count` = SQS ApproximateReceiveCount (1 on first
@@ -142,7 +121,6 @@ impl SyncEngine {
         deadline: Option<Instant>,
     ) -> Outcome {
         let i = &self.inner;
-        i.events.fetch_add(1, Ordering::Relaxed);
         let t = &event.tenant_id;
         let now = OffsetDateTime::now_utc();
         match i.store.claim(t, &event.event_id, EVENT_LEASE, now).await {
@@ -187,48 +165,58 @@ impl SyncEngine {
         }
     }
 
-    /// After a sync: the done mark, `last_sync_at`, the audit line, and a replay request when
-    /// the tenant has parked events (its portal works again).
+    /// After a sync: the done mark (which is also the event's audit line), `last_sync_at` (at
+    /// most once a minute), and a replay request when the tenant has parked events (its portal
+    /// works again).
     async fn finish(&self, event: &LeadEvent, done: Synced, integ: &Integration) {
         let i = &self.inner;
         let t = &event.tenant_id;
         tracing::Span::current().record("lead_id", done.lead_id);
         tracing::info!(kind = done.kind, lead_id = done.lead_id, "event synced");
-        if let Err(e) = i.store.complete(t, &event.event_id, DONE_TTL).await {
+        let outcome =
+            json!({"kind": done.kind, "customer_id": event.customer.id, "lead_id": done.lead_id});
+        if let Err(e) = i
+            .store
+            .complete(t, &event.event_id, DONE_TTL, &outcome)
+            .await
+        {
             // The lead and link are written: a redelivery finds nothing left to send.
             tracing::warn!(error = %e, "could not mark the event done");
         }
-        if let Err(e) = i.store.touch_last_sync(t, OffsetDateTime::now_utc()).await {
+        if self.due(&i.last_sync_touched, t, LAST_SYNC_EVERY)
+            && let Err(e) = i.store.touch_last_sync(t, OffsetDateTime::now_utc()).await
+        {
             tracing::warn!(error = %e, "could not record last_sync_at");
         }
-        self.audit(
-            t,
-            done.kind,
-            json!({"event_id": event.event_id, "customer_id": event.customer.id, "lead_id": done.lead_id}),
-        )
-        .await;
         if integ.parked_count > 0 {
             self.ask_replay(t).await;
         }
+    }
+
+    /// Whether `every` has passed since this container last did the thing for `t` (and if so,
+    /// notes that it does it now).
+    fn due(
+        &self,
+        last: &StdMutex<HashMap<String, Instant>>,
+        t: &TenantId,
+        every: Duration,
+    ) -> bool {
+        let mut last = last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.get(t.as_str()).is_some_and(|at| at.elapsed() < every) {
+            return false;
+        }
+        last.insert(t.as_str().to_owned(), Instant::now());
+        true
     }
 
     async fn ask_replay(&self, t: &TenantId) {
         let Some((sqs, queue)) = &self.inner.replay_queue else {
             return;
         };
-        {
-            let mut asked = self
-                .inner
-                .replay_asked
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let recent = asked
-                .get(t.as_str())
-                .is_some_and(|at| at.elapsed() < REPLAY_REQUEST_EVERY);
-            if recent {
-                return;
-            }
-            asked.insert(t.as_str().to_owned(), Instant::now());
+        if !self.due(&self.inner.replay_asked, t, REPLAY_REQUEST_EVERY) {
+            return;
         }
         if let Err(e) = replay::request_replay(sqs, queue, t, true).await {
             tracing::warn!(error = %e, "could not ask for the replay of parked events");
@@ -265,11 +253,10 @@ impl SyncEngine {
         let Some(conn) = guard.as_mut() else {
             return Err(SyncError::NotConnected);
         };
-        let result = self
+        let done = self
             .sync_bound(conn, &integ, &portal_id, event, version)
-            .await;
-        i.conns.flush(conn);
-        result.map(|done| (done, integ))
+            .await?;
+        Ok((done, integ))
     }
 
     /// The resolution, binding the tools again once when the binding is unreadable, a bound

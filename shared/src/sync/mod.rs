@@ -19,5 +19,5 @@ pub mod ports;
 pub mod replay;
 pub mod resolution;
 
-pub use engine::{SyncEngine, SyncStats};
+pub use engine::SyncEngine;
 pub use failure::{Outcome, SyncError};

@@ -31,11 +31,13 @@ pub trait EventClaims: Sync {
         lease: Duration,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+    /// Marks the event done, with what the sync did (the event's audit line).
     fn complete(
         &self,
         t: &TenantId,
         event_id: &str,
         ttl: Duration,
+        outcome: &Value,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn release(
         &self,
@@ -145,8 +147,9 @@ impl EventClaims for Store {
         t: &TenantId,
         event_id: &str,
         ttl: Duration,
+        outcome: &Value,
     ) -> Result<(), StoreError> {
-        self.complete_event(t, event_id, ttl).await
+        self.complete_event(t, event_id, ttl, Some(outcome)).await
     }
 
     async fn release(&self, t: &TenantId, event_id: &str) -> Result<(), StoreError> {

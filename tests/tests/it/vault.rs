@@ -26,10 +26,25 @@ fn assert_no_token(err: &VaultError) {
     }
 }
 
+/// KMS requests counted where they are answered: the fault proxy in front of moto.
+async fn counted_kms() -> (
+    teleagent_tests::aws_faults::AwsFaultProxy,
+    aws_sdk_kms::Client,
+) {
+    let proxy = teleagent_tests::aws_faults::AwsFaultProxy::start(
+        teleagent_tests::harness::moto_endpoint(),
+    )
+    .await
+    .unwrap();
+    let sdk = teleagent_tests::harness::sdk_config_at(&proxy.endpoint()).await;
+    (proxy, aws_sdk_kms::Client::new(&sdk))
+}
+
 #[tokio::test]
 async fn round_trip_and_counts_kms_calls() {
     let env = TestEnv::new().await;
-    let vault = Vault::new(env.clients.kms.clone(), Some(env.key_id.clone()));
+    let (proxy, kms) = counted_kms().await;
+    let vault = Vault::new(kms.clone(), Some(env.key_id.clone()));
     let a = tenant("a");
     let secret = SecretToken::new(TOKEN.to_owned());
 
@@ -42,24 +57,25 @@ async fn round_trip_and_counts_kms_calls() {
     assert_eq!(back.expose(), TOKEN);
 
     // A vault without a key id (every function but connect) still decrypts.
-    let reader = Vault::new(env.clients.kms.clone(), None);
+    let reader = Vault::new(kms, None);
     assert_eq!(reader.decrypt(&a, &ct).await.unwrap().expose(), TOKEN);
-
-    assert_eq!(vault.kms_calls(), 2);
-    assert_eq!(vault.clone().kms_calls(), 2, "clones share the counter");
-    assert_eq!(reader.kms_calls(), 1);
+    let stats = proxy.stats();
+    assert_eq!(stats.operation("kms", "Encrypt").requests, 1);
+    assert_eq!(stats.operation("kms", "Decrypt").requests, 2);
 }
 
 #[tokio::test]
 async fn encrypt_without_key_is_no_key() {
     let env = TestEnv::new().await;
-    let vault = Vault::new(env.clients.kms.clone(), None);
+    let _ = env;
+    let (proxy, kms) = counted_kms().await;
+    let vault = Vault::new(kms, None);
     let err = vault
         .encrypt(&tenant("a"), &SecretToken::new(TOKEN.to_owned()))
         .await
         .unwrap_err();
     assert!(matches!(err, VaultError::NoKey), "{err:?}");
-    assert_eq!(vault.kms_calls(), 0, "no KMS call without a key");
+    assert_eq!(proxy.stats().requests, 0, "no KMS call without a key");
 }
 
 #[tokio::test]

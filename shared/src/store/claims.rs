@@ -111,18 +111,23 @@ impl Store {
     }
 
     /// Marks the event done; the record expires `done_ttl` from now (sync passes 30 days, longer
-    /// than the queue's retention plus the parking period).
+    /// than the queue's retention plus the parking period). `outcome` is what the sync did (kind,
+    /// customer, lead): the done record is the event's audit line, one write for both.
     pub async fn complete_event(
         &self,
         t: &TenantId,
         event_id: &str,
         done_ttl: Duration,
+        outcome: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
         let now = OffsetDateTime::now_utc();
         let mut item = key(t.partition_key(), sort_key(event_id));
         item.insert("status".into(), s(DONE));
         item.insert("done_at".into(), time_av(now)?);
         item.insert("expires_at".into(), epoch(now + done_ttl));
+        if let Some(outcome) = outcome {
+            item.insert("outcome".into(), s(outcome.to_string()));
+        }
         self.put(item).await
     }
 
