@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
-use shared::crm::binding::discover;
 use shared::crm::client::request;
+use shared::crm::discovery::discover;
 use shared::crm::{Binding, CheckError, Operation};
 use shared::mcp::ToolInfo;
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::binding::{Binding, discover};
+use super::binding::Binding;
 use super::client::{Crm, CrmError};
+use super::discovery::discover;
 use super::ops::Operation;
 use super::toolmap::ToolMap;
 use crate::mcp::{McpClient, McpError};

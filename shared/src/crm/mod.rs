@@ -1,5 +1,5 @@
 //! CRM operations on a Bitrix24 portal through its MCP server: binding the server's tools to the
-//! lead operations (`binding`, reading names in `words` and schemas in `schema`, building
+//! lead operations (`discovery` makes a `binding`, reading names in `words` and schemas in `schema`, building
 //! arguments in `args`, the operator's `toolmap`), reading their answers (`answer`), the typed
 //! operations (`client`), and the live check that connect and test run (`check`).
 
@@ -8,6 +8,7 @@ pub mod args;
 pub mod binding;
 pub mod check;
 pub mod client;
+pub mod discovery;
 pub mod ops;
 pub mod schema;
 pub mod toolmap;

@@ -3,6 +3,7 @@
 //! rules for the Python chat pipeline; the integration tests hold the two in agreement.
 
 mod producer;
+mod shape;
 mod validate;
 
 use std::collections::BTreeMap;

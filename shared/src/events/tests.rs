@@ -333,7 +333,7 @@ fn time_shape_refuses_the_corners_parsers_disagree_on() {
         ("2025-03-04T10:15:30+0500", false),
         ("2025-03-04T10:15:30+05:00 ", false),
     ] {
-        assert_eq!(validate::is_rfc3339_shape(raw), ok, "{raw}");
+        assert_eq!(shape::is_rfc3339_shape(raw), ok, "{raw}");
     }
 }
 
@@ -354,7 +354,7 @@ fn json_round_trip_is_lossless() {
 fn new_fills_id_version_and_millisecond_time() {
     let e = LeadEvent::new(TenantId::parse("t-1").unwrap(), "tg:42", 70);
     assert_eq!(e.version, 1);
-    assert!(validate::is_hyphenated_uuid(&e.event_id));
+    assert!(shape::is_hyphenated_uuid(&e.event_id));
     assert_eq!(e.occurred_at.nanosecond() % 1_000_000, 0);
     assert!(e.occurred_at.offset().is_utc());
     assert!((OffsetDateTime::now_utc() - e.occurred_at).whole_seconds() < 5);

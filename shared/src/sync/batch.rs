@@ -27,6 +27,8 @@ use super::failure::{MIN_RETRY, backoff};
 use super::replay;
 use crate::events::LeadEvent;
 
+pub use super::startup::{StartError, lead_sync_from_env, lead_sync_with};
+
 /// Most groups handled at once by one invocation. Groups of one tenant share its portal's rate
 /// budget, so more would only wait on it.
 const MAX_CONCURRENT_GROUPS: usize = 8;
@@ -354,48 +356,6 @@ impl<H: EventHandler> BatchProcessor<H> {
             tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not change visibility");
         }
     }
-}
-
-/// Why lead-sync could not start: a missing or invalid variable, or an unusable MCP client.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error("cannot build the MCP client: {0}")]
-    Mcp(#[from] crate::mcp::McpError),
-}
-
-/// Everything lead-sync needs, built once per container from the environment (design.md §7).
-/// No network I/O happens here: AWS credentials and MCP sessions are set up on first use.
-pub async fn lead_sync_from_env() -> Result<BatchProcessor<super::SyncEngine>, StartError> {
-    let cfg = crate::config::Config::from_env()?;
-    let dlq = cfg.require_dead_letter_queue_url()?.to_owned();
-    let aws = crate::aws::AwsClients::from_env().await;
-    Ok(lead_sync_with(&cfg, &aws, dlq)?)
-}
-
-/// The same, from explicit configuration and clients (tests, the benchmark).
-pub fn lead_sync_with(
-    cfg: &crate::config::Config,
-    aws: &crate::aws::AwsClients,
-    dead_letter_queue_url: String,
-) -> Result<BatchProcessor<super::SyncEngine>, crate::mcp::McpError> {
-    let store = crate::store::Store::new(aws.dynamodb.clone(), cfg.table_name.clone());
-    let vault = crate::vault::Vault::new(aws.kms.clone(), cfg.kms_key_id.clone());
-    let mcp = crate::mcp::McpClient::new(
-        crate::mcp::UrlGuard::from_config(cfg),
-        crate::mcp::McpClientOptions::default(),
-    )?;
-    let mut engine = super::SyncEngine::new(cfg, store, vault, mcp);
-    if let Some(queue) = &cfg.lead_queue_url {
-        engine = engine.with_replay_queue(aws.sqs.clone(), queue.clone());
-    }
-    Ok(BatchProcessor::new(
-        engine,
-        aws.sqs.clone(),
-        cfg.lead_queue_url.clone(),
-        dead_letter_queue_url,
-    ))
 }
 
 /// The invocation's deadline as an `Instant`, from the Lambda context's `deadline` (epoch

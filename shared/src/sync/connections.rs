@@ -15,7 +15,7 @@ use url::Url;
 use super::failure::{CachePlan, SyncError};
 use super::fields;
 use super::ports::{Lead, LeadCrm, RateBudget, TokenOpener};
-use crate::crm::binding::discover;
+use crate::crm::discovery::discover;
 use crate::crm::{Binding, Crm, CrmError, Operation, PortalCaps, ToolMap};
 use crate::mcp::{McpClient, McpError, McpSession, UrlGuard};
 use crate::secret::SecretToken;

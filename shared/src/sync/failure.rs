@@ -282,8 +282,16 @@ pub fn plan(err: &SyncError, at: Attempt) -> Plan {
 pub fn cases() -> Vec<(&'static str, SyncError, u32)> {
     use crate::mcp::TransientReason;
     vec![
-        ("the tenant never connected (or disconnected)", SyncError::NotConnected, 1),
-        ("the integration is in `error`", SyncError::IntegrationInError, 1),
+        (
+            "the tenant never connected (or disconnected)",
+            SyncError::NotConnected,
+            1,
+        ),
+        (
+            "the integration is in `error`",
+            SyncError::IntegrationInError,
+            1,
+        ),
         (
             "Bitrix24 rate-limits (503 QUERY_LIMIT_EXCEEDED, 429 OPERATION_TIME_LIMIT)",
             SyncError::Crm(CrmError::Mcp(McpError::RateLimited {
@@ -328,37 +336,46 @@ pub fn cases() -> Vec<(&'static str, SyncError, u32)> {
             SyncError::Crm(CrmError::Rejected { op: "update_lead" }),
             1,
         ),
-        (
-            "KMS refuses the stored ciphertext",
-            SyncError::Vault(VaultError::Refused {
-                source: Box::new(aws_sdk_kms::Error::InvalidCiphertextException(
-                    aws_sdk_kms::types::error::InvalidCiphertextException::builder().build(),
-                )),
-            }),
-            1,
-        ),
+        ("KMS refuses the stored ciphertext", kms_refused(), 1),
         (
             "the KMS key is disabled or access is denied",
-            SyncError::Vault(VaultError::KeyUnusable {
-                source: Box::new(aws_sdk_kms::Error::DisabledException(
-                    aws_sdk_kms::types::error::DisabledException::builder().build(),
-                )),
-            }),
+            kms_disabled(),
             1,
         ),
+        ("DynamoDB throttles", ddb_throttled(), 1),
         (
-            "DynamoDB throttles",
-            SyncError::Store(StoreError::Unavailable(Box::new(
-                aws_sdk_dynamodb::Error::ProvisionedThroughputExceededException(
-                    aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException::builder()
-                        .build(),
-                ),
-            ))),
+            "another consumer creates the same lead",
+            SyncError::CreateLockHeld,
             1,
         ),
-        ("another consumer creates the same lead", SyncError::CreateLockHeld, 1),
         ("the invocation's deadline is near", SyncError::Deadline, 1),
     ]
+}
+
+fn kms_refused() -> SyncError {
+    use aws_sdk_kms::types::error::InvalidCiphertextException;
+    let source = aws_sdk_kms::Error::InvalidCiphertextException(
+        InvalidCiphertextException::builder().build(),
+    );
+    SyncError::Vault(VaultError::Refused {
+        source: Box::new(source),
+    })
+}
+
+fn kms_disabled() -> SyncError {
+    use aws_sdk_kms::types::error::DisabledException;
+    let source = aws_sdk_kms::Error::DisabledException(DisabledException::builder().build());
+    SyncError::Vault(VaultError::KeyUnusable {
+        source: Box::new(source),
+    })
+}
+
+fn ddb_throttled() -> SyncError {
+    use aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException as Throttled;
+    let source = aws_sdk_dynamodb::Error::ProvisionedThroughputExceededException(
+        Throttled::builder().build(),
+    );
+    SyncError::Store(StoreError::Unavailable(Box::new(source)))
 }
 
 /// One line of the "What happens when ..." table for a plan.

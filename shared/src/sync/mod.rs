@@ -8,7 +8,8 @@
 //! - [`failure`]: the one place that decides what a failure leads to;
 //! - [`replay`]: parked events coming back;
 //! - [`ports`]: the narrow traits where the core meets DynamoDB, KMS and the portal;
-//! - [`batch`]: the SQS side (FIFO groups, partial batch responses, the dead-letter queue).
+//! - [`batch`]: the SQS side (FIFO groups, partial batch responses, the dead-letter queue);
+//! - [`startup`]: what lead-sync builds once per container.
 
 pub mod batch;
 pub mod connections;
@@ -18,6 +19,7 @@ pub mod fields;
 pub mod ports;
 pub mod replay;
 pub mod resolution;
+pub mod startup;
 
 pub use engine::SyncEngine;
 pub use failure::{Outcome, SyncError};

@@ -330,29 +330,34 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         {
             return Ok(None);
         }
-        let phone_e164 = link.phone_e164.clone().or_else(|| {
-            plan.sent
-                .get(fields::PHONE)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
-        let updated = LeadLink {
-            last_event_at: link.last_event_at.max(self.event.occurred_at),
-            sent: plan.sent,
-            phone_e164,
-            ..link
-        };
         let meta = LinkMeta {
             verified_at,
             notes_sent: notes.map(str::to_owned).or(meta.notes_sent),
         };
-        self.links.put_link(self.tenant(), &updated, &meta).await?;
+        self.links
+            .put_link(self.tenant(), &self.moved_on(link, plan.sent), &meta)
+            .await?;
         let kind = match (sent_fields, text.is_some()) {
             (true, _) => "lead_updated",
             (false, true) => "notes_added",
             (false, false) => "lead_unchanged",
         };
         Ok(Some(Synced { kind, lead_id }))
+    }
+
+    /// The link after this event: what was sent, the newest event time, the phone once known.
+    fn moved_on(&self, link: LeadLink, sent: Map<String, Value>) -> LeadLink {
+        let phone_e164 = link.phone_e164.clone().or_else(|| {
+            sent.get(fields::PHONE)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        LeadLink {
+            last_event_at: link.last_event_at.max(self.event.occurred_at),
+            sent,
+            phone_e164,
+            ..link
+        }
     }
 
     /// Without a comment tool, new notes go into COMMENTS, appended to what the CRM shows.

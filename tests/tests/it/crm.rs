@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use shared::crm::{Crm, Operation, binding::discover, live_check};
+use shared::crm::{Crm, Operation, discovery::discover, live_check};
 use shared::mcp::{McpClient, McpClientOptions, UrlGuard};
 use shared::phone::{Phone, parse_phone, search_spellings};
 use shared::secret::SecretToken;
