@@ -4,6 +4,7 @@
 //! Dependencies point one way: `http` and `sync` use `crm`, `store` and `vault`; `crm` uses `mcp`;
 //! nothing else imports `http` or `sync`.
 
+pub mod admin;
 pub mod aws;
 pub mod config;
 pub mod crm;

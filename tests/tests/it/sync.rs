@@ -912,3 +912,130 @@ async fn parked_events_come_back_after_the_next_successful_sync() {
     );
     assert_eq!(rig.leads_of(&t).len(), 2, "the parked event's lead landed");
 }
+
+/// Sends an event to the dead-letter queue the way lead-sync does (the `reason` attribute).
+async fn dead_letter_like_lead_sync(
+    sqs: &aws_sdk_sqs::Client,
+    dlq: &str,
+    ev: &LeadEvent,
+    reason: &str,
+) {
+    let reason = aws_sdk_sqs::types::MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(reason)
+        .build()
+        .unwrap();
+    sqs.send_message()
+        .queue_url(dlq)
+        .message_body(ev.to_json())
+        .message_group_id(ev.group_id())
+        .message_deduplication_id(uuid::Uuid::new_v4().simple().to_string())
+        .message_attributes("reason", reason)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The operator's re-drive: dead-lettered events go back to the lead queue (filtered by tenant
+/// and reason, a dry run first), each deleted from the dead-letter queue only after its send;
+/// once the cause is fixed they land exactly once, also when one is re-driven twice.
+#[tokio::test]
+async fn bitrix_admin_redrives_dead_letters_once_the_cause_is_fixed() {
+    use shared::admin::{RedriveFilter, redrive};
+    let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
+    let (t, other) = (tenant(), tenant());
+    let sqs = &rig.env.clients.sqs;
+    let dlq = rig.env.dlq_url.clone();
+    // What lead-sync dead-lettered while the tenant's portal refused the data, plus another
+    // tenant's event that must stay.
+    let events: Vec<LeadEvent> = (0..3).map(|i| event(&t, &format!("tg:r{i}"), 40)).collect();
+    for ev in &events {
+        dead_letter_like_lead_sync(sqs, &dlq, ev, "Bitrix24 refused the operation (ERROR_CORE)")
+            .await;
+    }
+    // the same event dead-lettered twice
+    dead_letter_like_lead_sync(
+        sqs,
+        &dlq,
+        &events[0],
+        "Bitrix24 refused the operation (ERROR_CORE)",
+    )
+    .await;
+    dead_letter_like_lead_sync(
+        sqs,
+        &dlq,
+        &event(&other, "tg:x", 10),
+        "invalid lead event: lead.score",
+    )
+    .await;
+
+    let filter = RedriveFilter {
+        tenant: Some(t.clone()),
+        reason: Some("refused".into()),
+        dry_run: true,
+    };
+    let dry = redrive(sqs, &rig.env.dlq_url, &rig.env.queue_url, &filter)
+        .await
+        .unwrap();
+    assert_eq!(
+        (dry.moved, dry.skipped, dry.failed),
+        (4, 1, 0),
+        "{:?}",
+        dry.lines
+    );
+
+    // The cause is fixed (the tenant connects); the real re-drive moves the four.
+    rig.connect(&t, &rig.sandbox.issue_token(false), fast_rate())
+        .await;
+    let real = RedriveFilter {
+        dry_run: false,
+        ..filter
+    };
+    let done = redrive(sqs, &rig.env.dlq_url, &rig.env.queue_url, &real)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.moved, done.skipped, done.failed),
+        (4, 1, 0),
+        "{:?}",
+        done.lines
+    );
+    let processor =
+        shared::sync::batch::lead_sync_with(&rig.cfg, &rig.env.clients, rig.env.dlq_url.clone())
+            .unwrap();
+    let mut handled = 0;
+    for _ in 0..5 {
+        let batch = teleagent_tests::harness::receive_as_event(sqs, &rig.env.queue_url).await;
+        if batch.records.is_empty() {
+            break;
+        }
+        handled += batch.records.len();
+        assert!(
+            processor
+                .process(batch, None)
+                .await
+                .batch_item_failures
+                .is_empty()
+        );
+    }
+    assert_eq!(handled, 4);
+    let leads = rig.leads_of(&t);
+    assert_eq!(
+        leads.len(),
+        3,
+        "every re-driven event landed once: {leads:?}"
+    );
+    // Only the other tenant's message is left in the dead-letter queue.
+    let left = redrive(
+        sqs,
+        &rig.env.dlq_url,
+        &rig.env.queue_url,
+        &RedriveFilter {
+            dry_run: true,
+            ..RedriveFilter::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((left.moved, left.skipped), (1, 0), "{:?}", left.lines);
+}
