@@ -1,5 +1,5 @@
 //! Phone numbers as Telegram and chats hand them to us, and the spellings we search Bitrix24
-//! with. Bitrix24's duplicate search compares numbers in a way its docs do not state (facts §3),
+//! with. Bitrix24's duplicate search compares numbers in a way its docs do not state,
 //! so one number is searched under several spellings in one call.
 
 use phonenumber::{Mode, PhoneNumber, country};
@@ -7,7 +7,7 @@ use phonenumber::{Mode, PhoneNumber, country};
 /// Bitrix24's `crm.duplicate.findbycomm` takes at most 20 values.
 pub const MAX_SPELLINGS: usize = 20;
 
-/// A customer's phone: parsed to E.164, or kept as the text we got (design.md §4: a phone that
+/// A customer's phone: parsed to E.164, or kept as the text we got (a phone that
 /// does not parse is stored on the lead, never dropped, and not searched by).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phone {
@@ -20,7 +20,7 @@ pub enum Phone {
     },
 }
 
-/// design.md §4: a number without '+' is first read as international (Telegram shares contacts
+/// A number without '+' is first read as international (Telegram shares contacts
 /// as `998901234567`), else in `default_region` when set. Spaces, dashes, dots and parentheses
 /// are ignored; an extension (`#4048`, `ext 12`) is dropped because duplicate search ignores it.
 pub fn parse_phone(raw: &str, default_region: Option<&str>) -> Phone {

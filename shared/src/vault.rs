@@ -1,5 +1,5 @@
 //! The token vault: Bitrix24 MCP tokens are stored only as KMS ciphertexts bound to their tenant,
-//! so a ciphertext copied into another tenant's row cannot be decrypted (design.md §3).
+//! so a ciphertext copied into another tenant's row cannot be decrypted.
 
 use std::collections::HashMap;
 

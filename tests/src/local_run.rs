@@ -2,7 +2,8 @@
 //! `cargo lambda watch` as a child process (in its own process group, so stopping it also stops
 //! the cargo build and the function processes it started), readiness polling, a locally signed
 //! HS256 JWT (the functions verify it themselves: cargo lambda watch passes no authorizer
-//! context, facts §6), and a client for the HTTP API through watch's function URLs.
+//! context, so local runs verify the HS256 JWT themselves), and a client for the HTTP API through
+//! watch's function URLs.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -63,7 +64,7 @@ pub fn sign_jwt(
     )
 }
 
-/// The function that serves a route (design.md §2).
+/// The function that serves a route.
 pub fn function_for(route: &str) -> &'static str {
     match route {
         "connect" => "bitrix-connect",

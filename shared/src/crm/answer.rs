@@ -1,4 +1,4 @@
-//! Reading tool answers. Servers differ (facts §1): the bare REST `result` or the whole envelope
+//! Reading tool answers. Servers differ: the bare REST `result` or the whole envelope
 //! (`{"result", "total", "time"}`), structured content or JSON text, errors with `isError`, as an
 //! `{"error": ...}` object, or as plain non-JSON text without `isError`. Ids come as numbers or
 //! strings; `crm.duplicate.findbycomm` answers `[]` when nothing matches.

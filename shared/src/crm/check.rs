@@ -1,4 +1,4 @@
-//! The live check connect and test run (design.md §2): MCP `initialize`, `tools/list`, tool
+//! The live check connect and test run: MCP `initialize`, `tools/list`, tool
 //! binding, the portal's capabilities, and one read-only call (a phone search for a number that
 //! cannot exist) so a token without CRM rights fails here and not at the first lead. All of it
 //! under one deadline, so nothing is stored after the web UI gave up.

@@ -10,7 +10,7 @@ use super::binding::{Binding, PortalCaps};
 use super::ops::Operation;
 use crate::mcp::{McpError, McpSession};
 
-/// Bitrix24's limit of values in one `crm.duplicate.findbycomm` call (facts §3).
+/// Bitrix24's limit of values in one `crm.duplicate.findbycomm` call (at most 20 per call).
 pub const MAX_SEARCH_VALUES: usize = 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One lead operation. The first four are required (design.md §5); the rest make the sync
+/// One lead operation. The first four are required (no sync without them); the rest make the sync
 /// better when the server offers them (ORIGIN_ID recovery, timeline history, portal capabilities).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,7 +40,7 @@ impl Operation {
         Operation::GetLead,
     ];
 
-    /// The Bitrix24 REST method behind the operation (facts §3).
+    /// The Bitrix24 REST method behind the operation (the `crm.lead.*` family and its helpers).
     pub fn rest_method(self) -> &'static str {
         match self {
             Operation::FindByPhone => "crm.duplicate.findbycomm",

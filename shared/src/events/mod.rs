@@ -1,4 +1,4 @@
-//! The lead event contract (version 1, design.md §4): the typed event, the one parser that turns
+//! The lead event contract (version 1, the README's "Lead events"): the typed event, the one parser that turns
 //! an SQS body into it, and the typed producer. `events/lead-event.v1.schema.json` states the same
 //! rules for the Python chat pipeline; the integration tests hold the two in agreement.
 
@@ -34,7 +34,8 @@ pub struct LeadEvent {
     /// A hyphenated UUID; also the FIFO `MessageDeduplicationId` and the idempotency key.
     pub event_id: String,
     pub tenant_id: TenantId,
-    /// When the chat pipeline saw the change; orders updates of one lead (design.md §4, step 3).
+    /// When the chat pipeline saw the change; orders updates of one lead (an older event adds
+    /// its notes but changes no field).
     pub occurred_at: OffsetDateTime,
     pub customer: Customer,
     pub lead: LeadData,
@@ -308,7 +309,7 @@ impl LeadEvent {
     }
 
     /// The name to show on the lead: `customer.name` wins over `fields_collected.name`
-    /// (design.md §4); a blank value counts as absent, so it never hides the other one.
+    /// (the contract says so); a blank value counts as absent, so it never hides the other one.
     pub fn display_name(&self) -> Option<&str> {
         first_non_blank(&self.customer.name, &self.lead.fields_collected.name)
     }

@@ -79,7 +79,7 @@ impl UrlGuard {
         self.inner.allow_loopback
     }
 
-    /// Normalises and checks a tenant's MCP URL (design.md §2): trimmed, empty means the default,
+    /// Normalises and checks a tenant's MCP URL: trimmed, empty means the default,
     /// https only, no user info, no IP literal in any spelling (the `url` crate turns
     /// `2130706433`, `0177.0.0.1`, `0x7f.0.0.1` and `127.1` into IPv4 hosts, so one match on the
     /// parsed host catches them all), host on the allow-list, no fragment. The path is kept.

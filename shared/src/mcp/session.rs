@@ -12,7 +12,7 @@ use super::guard::UrlGuard;
 use super::transport::{PostAnswer, PostError, SessionHeaders, Transport};
 use crate::secret::SecretToken;
 
-/// The version we propose (design.md §5).
+/// The version we propose; the server may answer with any of [`SUPPORTED_PROTOCOL_VERSIONS`].
 pub const PROPOSED_PROTOCOL_VERSION: &str = "2025-11-25";
 /// Versions we can speak; a server answering anything else is refused.
 pub const SUPPORTED_PROTOCOL_VERSIONS: &[&str] =
@@ -28,7 +28,7 @@ pub struct McpClientOptions {
     /// TCP + TLS connect.
     pub connect_timeout: Duration,
     /// One HTTP request, answer included. Bitrix24 itself stops a request at 60 s, but our
-    /// callers have a 20 s deadline (design.md §2), so a slow call must fail well before.
+    /// callers have a 20 s deadline (connect's live check), so a slow call must fail well before.
     pub request_timeout: Duration,
 }
 

@@ -1,4 +1,4 @@
-//! Moves one JSON-RPC message per HTTP POST (MCP Streamable HTTP, facts §2) and classifies what
+//! Moves one JSON-RPC message per HTTP POST (MCP Streamable HTTP) and classifies what
 //! comes back: HTTP status and Bitrix24 error bodies into [`McpError`], `application/json` or
 //! `text/event-stream` answers into the one response we wait for. Never opens the GET stream,
 //! never follows redirects, connects only to addresses the guard accepts.
@@ -230,7 +230,7 @@ async fn read_capped(
     Ok(buf)
 }
 
-/// Classifies a non-2xx answer (facts §4): 401/403 auth, 503 with QUERY_LIMIT_EXCEEDED or
+/// Classifies a non-2xx answer by its status and Bitrix24 error code: 401/403 auth, 503 with QUERY_LIMIT_EXCEEDED or
 /// OVERLOAD_LIMIT and 429 rate limits, other 5xx transient, 3xx a refused redirect.
 pub(crate) fn classify_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> McpError {
     let json: Option<Value> = serde_json::from_slice(body).ok();

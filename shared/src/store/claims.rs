@@ -1,6 +1,6 @@
 //! `TENANT#<id> / EVENT#<event_id>`: the idempotency record. A consumer claims an event with a
 //! lease before touching Bitrix24; `done` records outlive the queue's retention plus the parking
-//! period, so a redelivered event is acknowledged without a second CRM write (design.md §4 step 2).
+//! period, so a redelivered event is acknowledged without a second CRM write.
 
 use std::time::Duration;
 

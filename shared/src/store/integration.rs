@@ -1,6 +1,6 @@
 //! `TENANT#<id> / BITRIX#MCP`: the tenant's connection. Its `version` moves on every connection
 //! change so warm containers can tell a cached token is stale, and guards the writes that must
-//! not undo a newer connect (design.md §3, §4 "Failures").
+//! not undo a newer connect.
 
 use aws_sdk_dynamodb::types::ReturnValue;
 use serde::{Deserialize, Serialize};

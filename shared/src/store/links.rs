@@ -1,6 +1,6 @@
 //! `TENANT#<id> / LEAD#<customer_id>`: which Bitrix24 lead a TeleAgent customer is, and the field
 //! values last sent, so an update sends only what changed without reading the lead first
-//! (design.md §4 steps 4-6).
+//! (see [`crate::sync::resolution`]).
 
 use std::time::Duration;
 

@@ -17,7 +17,7 @@ use super::integration::SK as INTEGRATION_SK;
 use super::item::{Item, Reader, epoch, fmt_time, key, n, s, time_av};
 use crate::tenant::TenantId;
 
-/// Parked events expire after this (design.md §3); the `done` idempotency TTL is longer.
+/// Parked events expire after this; the `done` idempotency TTL is longer.
 pub const PARKED_TTL: TimeDuration = TimeDuration::days(14);
 const PREFIX: &str = "PARKED#";
 

@@ -1,4 +1,4 @@
-//! The field rules of design.md §4.5 as pure functions: what a new lead carries, which values an
+//! The field rules as pure functions: what a new lead carries, which values an
 //! update sends, how statuses may move. No I/O here, so every rule is unit-tested by table.
 
 use serde_json::{Map, Value, json};
@@ -9,7 +9,8 @@ use crate::crm::PortalCaps;
 use crate::events::{LeadEvent, LeadStatus};
 use crate::phone::Phone;
 
-/// `ORIGINATOR_ID` of every lead the connector creates (design.md §4 identity).
+/// `ORIGINATOR_ID` of every lead the connector creates; with `ORIGIN_ID` it lets a retry find
+/// the lead an interrupted attempt created.
 pub const ORIGINATOR: &str = "teleagent";
 pub const UF_SCORE: &str = "UF_CRM_TELEAGENT_SCORE";
 pub const UF_HOTNESS: &str = "UF_CRM_TELEAGENT_HOTNESS";
@@ -26,7 +27,8 @@ pub fn origin_id(event: &LeadEvent) -> String {
     format!("{}:{}", event.tenant_id, event.customer.id)
 }
 
-/// The status map of design.md §4.5.
+/// The status map: new -> NEW, contacted -> IN_PROCESS, qualified -> UC_QUALIFIED (when the
+/// portal has it) else IN_PROCESS, won -> CONVERTED, lost -> JUNK.
 pub fn status_id(status: LeadStatus, caps: &PortalCaps) -> &'static str {
     match status {
         LeadStatus::New => "NEW",

@@ -1,4 +1,5 @@
-//! `bench` (`make bench`): the numbers design.md §8 and issue 7 ask for, measured on this machine
+//! `bench` (`make bench`): cold start, size, warm latency and memory per function, and lead-sync
+//! over the benchmark stream, measured on this machine
 //! against the local stack. Not a test: it prints a table and writes `target/bench.json`.
 //!
 //! 1. Per function (the five release binaries plus `bare-runtime`, a do-nothing `lambda_runtime`
@@ -8,7 +9,7 @@
 //!    `--warm` warm invocations; peak RSS is `VmHWM` from `/proc/<pid>/status`. Medians are
 //!    reported. Binary size from `target/release/<fn>`; zip size from
 //!    `target/lambda/<fn>/bootstrap.zip` when `make build-arm64` made one.
-//! 2. lead-sync over the §8 stream (500 events, 100 customers x 5 in order, 10 already in the
+//! 2. lead-sync over the benchmark stream (500 events, 100 customers x 5 in order, 10 already in the
 //!    portal under another spelling of their phone, half of the 400 later events change
 //!    score/hotness/status, a fifth carry new notes, 1 in 50 delivered twice) through the poller
 //!    (the stand-in event source mapping) into release `lead-sync` processes, against the sandbox
@@ -473,7 +474,7 @@ async fn bench_function(ctx: &Ctx, args: &Args, function: &str) -> FnResult {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The §8 stream.
+// The benchmark stream.
 
 struct Customer {
     id: String,
@@ -971,7 +972,7 @@ async fn main() -> ExitCode {
     }
     if args.stream {
         eprintln!(
-            "\nbench: lead-sync over the design.md §8 stream ({} events)",
+            "\nbench: lead-sync over the benchmark stream ({} events)",
             args.events
         );
         match run_stream(&ctx, &args).await {

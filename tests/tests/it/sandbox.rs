@@ -1,6 +1,6 @@
 //! Tests of the Bitrix24 sandbox itself, over real HTTP with raw reqwest: the wire behaviour
 //! other tests rely on (handshake, sessions, status codes, JSON vs SSE) and the portal semantics
-//! from bitrix24-facts.md (multifields, findbycomm, bucket, admin-only user fields, pagination).
+//! the connector relies on (multifields, findbycomm, bucket, admin-only user fields, pagination).
 
 // Test helpers outside `#[test]` fns unwrap too: a failure there is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

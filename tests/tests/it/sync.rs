@@ -562,7 +562,7 @@ async fn a_revoked_token_parks_events_until_reconnect_and_replay() {
     );
 }
 
-/// The benchmark stream in small (design.md §8): 4 tenants x 10 customers x 5 events, one customer
+/// The benchmark stream in small: 4 tenants x 10 customers x 5 events, one customer
 /// in ten already in the portal under another spelling of their phone; of the later events half
 /// change score, hotness or status and a fifth carry new notes; one in fifty is delivered twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
