@@ -56,6 +56,9 @@ pub struct Config {
     /// The lead queue's redrive `maxReceiveCount`: after that many receives minus one a
     /// retryable event is parked instead of retried, so retries never become dead letters.
     pub lead_queue_max_receive_count: u32,
+    /// How long after events were parked on a working integration a replay is tried anyway
+    /// (`REPLAY_AFTER_PARK_SECS`, default 300), for tenants that send nothing more.
+    pub replay_after_park: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -132,6 +135,11 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        let replay_after_park = Duration::from_secs(parse_num(
+            "REPLAY_AFTER_PARK_SECS",
+            opt("REPLAY_AFTER_PARK_SECS"),
+            300,
+        )?);
         let default_phone_region = match opt("DEFAULT_PHONE_REGION") {
             Some(r) if r.len() == 2 && r.chars().all(|c| c.is_ascii_alphabetic()) => {
                 Some(r.to_ascii_uppercase())
@@ -158,6 +166,7 @@ impl Config {
             token_cache_ttl,
             default_phone_region,
             lead_queue_max_receive_count: lead_queue_max_receive_count as u32,
+            replay_after_park,
         })
     }
 

@@ -9,8 +9,12 @@ use crate::mcp::{
     McpError, ToolOutput, classify_error_body, classify_tool_error, says_unknown_tool,
 };
 
+/// Keys of a REST envelope, and of the wrappers servers put around the REST `result` (the
+/// method called, the portal): an object of only these keys is read for its `result`.
 const ENVELOPE_KEYS: &[&str] = &[
     "result",
+    "method",
+    "portal",
     "total",
     "next",
     "time",
@@ -182,6 +186,15 @@ mod tests {
         assert_eq!(
             result_of(&out(r#"{"result": 42, "time": {"start": 1}}"#, false)).unwrap(),
             json!(42)
+        );
+        // a server's wrapper around the REST result (the method, the portal)
+        assert_eq!(
+            result_of(&out(
+                r#"{"method": "crm.duplicate.findbycomm", "portal": "p", "result": {"LEAD": [1]}}"#,
+                false
+            ))
+            .unwrap(),
+            json!({"LEAD": [1]})
         );
         let lead = r#"{"ID": "7", "TITLE": "x", "result": "not an envelope"}"#;
         assert_eq!(result_of(&out(lead, false)).unwrap()["ID"], "7");

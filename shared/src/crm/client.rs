@@ -239,29 +239,20 @@ impl<'a> Crm<'a> {
     /// Names of the lead's fields (user fields included), from `crm.lead.fields`.
     pub async fn lead_field_names(&mut self) -> Result<Vec<String>, CrmError> {
         let r = self.call(Operation::LeadFields, json!({})).await?;
-        Ok(match &r {
-            Value::Object(o) => o.keys().cloned().collect(),
-            Value::Array(_) => rows(&r)
-                .iter()
-                .filter_map(|row| {
-                    row.get("FIELD_NAME")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                })
-                .collect(),
-            _ => Vec::new(),
-        })
+        Ok(field_names(&r))
     }
 
     /// What the portal has (sources, statuses, user fields), through whatever is bound.
-    /// Unbound or failing reads leave the defaults (no TELEGRAM, no UC_QUALIFIED, no user fields),
-    /// which only send more into the text; an auth failure is returned.
+    /// Unbound or refused reads leave the defaults (no TELEGRAM, no UC_QUALIFIED, no user fields),
+    /// which only send more into the text. An auth failure, a rate limit or a transient failure
+    /// is returned instead: storing defaults because of a passing 500 would downgrade every
+    /// lead of the tenant until the next connect.
     pub async fn capabilities(&mut self) -> Result<PortalCaps, CrmError> {
         let mut caps = PortalCaps::default();
         if self.has(Operation::ListStatuses) {
             match self.status_ids("SOURCE").await {
                 Ok(ids) => caps.has_telegram_source = ids.iter().any(|s| s == "TELEGRAM"),
-                Err(CrmError::Mcp(e @ McpError::Unauthorized { .. })) => return Err(e.into()),
+                Err(CrmError::Mcp(e)) if stops_the_check(&e) => return Err(e.into()),
                 Err(_) => {}
             }
             match self.status_ids("STATUS").await {
@@ -269,7 +260,7 @@ impl<'a> Crm<'a> {
                     caps.has_qualified_status = ids.iter().any(|s| s == "UC_QUALIFIED");
                     caps.read = true;
                 }
-                Err(CrmError::Mcp(e @ McpError::Unauthorized { .. })) => return Err(e.into()),
+                Err(CrmError::Mcp(e)) if stops_the_check(&e) => return Err(e.into()),
                 Err(_) => {}
             }
         }
@@ -281,11 +272,38 @@ impl<'a> Crm<'a> {
                             .iter()
                             .all(|f| names.iter().any(|n| n == f));
                 }
-                Err(CrmError::Mcp(e @ McpError::Unauthorized { .. })) => return Err(e.into()),
+                Err(CrmError::Mcp(e)) if stops_the_check(&e) => return Err(e.into()),
                 Err(_) => {}
             }
         }
         Ok(caps)
+    }
+}
+
+/// The failures that end the capability reads (and the live check with them).
+fn stops_the_check(e: &McpError) -> bool {
+    e.is_retryable() || matches!(e, McpError::Unauthorized { .. })
+}
+
+/// Field names from a `crm.lead.fields` answer: the REST map `{NAME: {...}}`, a list of
+/// `{FIELD_NAME}`/`{code}` rows, or either one inside a server's wrapper
+/// (`{"success": true, "fields": {...}}`, `{"entity": .., "total_fields": .., "fields": [...]}`).
+pub fn field_names(v: &Value) -> Vec<String> {
+    match v {
+        Value::Object(o) => match o.get("fields") {
+            Some(inner @ (Value::Object(_) | Value::Array(_))) => field_names(inner),
+            _ => o.keys().cloned().collect(),
+        },
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|row| {
+                ["FIELD_NAME", "code", "name"]
+                    .iter()
+                    .find_map(|k| row.get(*k).and_then(Value::as_str))
+                    .map(str::to_owned)
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -297,4 +315,37 @@ pub fn lead_status(lead: &Map<String, Value>) -> Option<&str> {
 /// A lead's id from its own record.
 pub fn lead_id(lead: &Map<String, Value>) -> Option<i64> {
     lead.get("ID").or_else(|| lead.get("id")).and_then(as_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn field_names_in_every_answer_shape() {
+        for (answer, why) in [
+            (
+                json!({"ID": {}, "UF_CRM_TELEAGENT_SCORE": {}}),
+                "the REST map",
+            ),
+            (
+                json!([{"FIELD_NAME": "ID"}, {"FIELD_NAME": "UF_CRM_TELEAGENT_SCORE"}]),
+                "rows",
+            ),
+            (
+                json!({"success": true, "fields": {"ID": {}, "UF_CRM_TELEAGENT_SCORE": {}}}),
+                "a success wrapper",
+            ),
+            (
+                json!({"entity": "lead", "total_fields": 2, "fields": [{"code": "ID"}, {"code": "UF_CRM_TELEAGENT_SCORE"}]}),
+                "an entity wrapper of rows",
+            ),
+        ] {
+            let mut names = field_names(&answer);
+            names.sort();
+            assert_eq!(names, ["ID", "UF_CRM_TELEAGENT_SCORE"], "{why}");
+        }
+    }
 }

@@ -366,6 +366,7 @@ fn action_candidates(
             Some(Verb::Update) => Operation::UpdateLead,
             Some(Verb::Get) => Operation::GetLead,
             Some(Verb::List) => Operation::ListLeads,
+            _ if tokens(v) == ["fields"] => Operation::LeadFields,
             _ => continue,
         };
         let mut fixed: Vec<(String, Value)> = entity.clone().into_iter().collect();

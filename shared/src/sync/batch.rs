@@ -8,8 +8,9 @@
 //!
 //! Isolation and time: a panic or error in one record fails that record's group, never the
 //! batch (a failed invocation would redeliver every tenant's messages). No event starts unless
-//! [`EVENT_TIME`] is left before the invocation's deadline; the rest are reported failed with
-//! their visibility set to zero, so they come back at once without a back-off penalty.
+//! [`EVENT_TIME`] is left before the invocation's deadline (half the invocation's time, for a
+//! function given less); the rest are reported failed with their visibility set to zero, so they
+//! come back at once without a back-off penalty.
 //! Retry delays are whole seconds for SQS: rounded up, and never under [`MIN_RETRY`].
 
 use std::collections::HashMap;
@@ -85,6 +86,8 @@ pub struct BatchProcessor<H> {
     sqs: aws_sdk_sqs::Client,
     queue_url: Option<String>,
     dead_letter_queue_url: String,
+    /// The lead queue's redrive `maxReceiveCount` (replay requests are renewed before it).
+    max_receive_count: u32,
 }
 
 /// The per-message verdict the batch response is built from.
@@ -106,7 +109,14 @@ impl<H: EventHandler> BatchProcessor<H> {
             sqs,
             queue_url,
             dead_letter_queue_url,
+            max_receive_count: 5,
         }
+    }
+
+    /// The lead queue's redrive `maxReceiveCount` (default 5, as in the template).
+    pub fn with_max_receive_count(mut self, n: u32) -> Self {
+        self.max_receive_count = n;
+        self
     }
 
     pub fn handler(&self) -> &H {
@@ -117,8 +127,9 @@ impl<H: EventHandler> BatchProcessor<H> {
     /// `deadline`: the invocation's (from the Lambda context); none in tests that do not care.
     pub async fn process(&self, batch: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
         let groups = group_in_order(&batch.records);
+        let time = deadline.map(TimeRule::new);
         let results: Vec<Vec<(String, Verdict)>> = futures::stream::iter(groups)
-            .map(|(group, records)| self.process_group(group, records, deadline))
+            .map(|(group, records)| self.process_group(group, records, time))
             .buffer_unordered(MAX_CONCURRENT_GROUPS)
             .collect()
             .await;
@@ -144,7 +155,7 @@ impl<H: EventHandler> BatchProcessor<H> {
         &self,
         group: String,
         records: Vec<&SqsMessage>,
-        deadline: Option<Instant>,
+        time: Option<TimeRule>,
     ) -> Vec<(String, Verdict)> {
         let mut out = Vec::with_capacity(records.len());
         let mut group_failed: Option<Option<Duration>> = None;
@@ -166,9 +177,7 @@ impl<H: EventHandler> BatchProcessor<H> {
                     }
                     Verdict::Fail { delay }
                 }
-                None if deadline
-                    .is_some_and(|d| d.saturating_duration_since(Instant::now()) < EVENT_TIME) =>
-                {
+                None if time.is_some_and(|t| !t.may_start()) => {
                     // Not enough time to finish it: back at once, no back-off penalty.
                     tracing::info!(parent: &span, "invocation deadline near: event not started");
                     self.set_visibility(record, Duration::ZERO)
@@ -177,7 +186,7 @@ impl<H: EventHandler> BatchProcessor<H> {
                     Verdict::Fail { delay: None }
                 }
                 None => {
-                    let event_deadline = deadline.map(|d| d - ANSWER_MARGIN);
+                    let event_deadline = time.map(|t| t.event_deadline());
                     AssertUnwindSafe(self.process_record(&group, record, event_deadline))
                         .catch_unwind()
                         .instrument(span.clone())
@@ -203,8 +212,13 @@ impl<H: EventHandler> BatchProcessor<H> {
         deadline: Option<Instant>,
     ) -> Verdict {
         let body = record.body.as_deref().unwrap_or("");
-        if let Some(tenant) = replay::parse_request(body) {
-            return self.replay(&tenant).await;
+        if let Some(request) = replay::parse_request(body) {
+            let receive_count = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            return self.replay(request, record, receive_count).await;
         }
         let event = match LeadEvent::parse(body) {
             Ok(e) => e,
@@ -252,17 +266,62 @@ impl<H: EventHandler> BatchProcessor<H> {
         }
     }
 
-    /// A replay request: re-send the tenant's parked events (see [`replay`]). A failure retries
-    /// the request; the events stay parked meanwhile.
-    async fn replay(&self, tenant: &crate::tenant::TenantId) -> Verdict {
+    /// A replay request: re-send the tenant's parked events (see [`replay`]). A timer not yet
+    /// due waits (its visibility is set to the time left). A failure retries the request; on the
+    /// receive before the queue's `maxReceiveCount` a fresh request is sent instead, so a replay
+    /// request never becomes a dead letter.
+    async fn replay(
+        &self,
+        request: replay::ReplayRequest,
+        record: &SqsMessage,
+        receive_count: u32,
+    ) -> Verdict {
         let (Some(store), Some(queue_url)) = (self.handler.replay_store(), &self.queue_url) else {
             tracing::error!("a replay request without a store or LEAD_QUEUE_URL; dropped");
             return Verdict::Ack;
         };
+        let tenant = &request.tenant;
+        let last = super::failure::retries_exhausted(receive_count, self.max_receive_count);
+        if let Some(at) = request.not_before_ms {
+            let wait_ms = i128::from(at) - replay::now_millis();
+            if wait_ms > 0 {
+                if last {
+                    return self.renew_timer(tenant, at, queue_url).await;
+                }
+                let delay = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX));
+                self.set_visibility(record, delay).await;
+                return Verdict::Fail { delay: Some(delay) };
+            }
+        }
         match replay::replay_parked(store, &self.sqs, queue_url, tenant).await {
             Ok(_) => Verdict::Ack,
+            Err(e) if last => {
+                tracing::warn!(error = %e, tenant_id = %tenant, "replay failed again; asking anew");
+                let at = i64::try_from(replay::now_millis()).unwrap_or(i64::MAX)
+                    + REQUEUE_FALLBACK_DELAY.as_millis() as i64;
+                self.renew_timer(tenant, at, queue_url).await
+            }
             Err(e) => {
                 tracing::warn!(error = %e, tenant_id = %tenant, "replay failed; retried later");
+                self.set_visibility(record, REQUEUE_FALLBACK_DELAY).await;
+                Verdict::Fail {
+                    delay: Some(REQUEUE_FALLBACK_DELAY),
+                }
+            }
+        }
+    }
+
+    /// Replaces a replay request that used up its receives by a fresh one.
+    async fn renew_timer(
+        &self,
+        tenant: &crate::tenant::TenantId,
+        at: i64,
+        queue_url: &str,
+    ) -> Verdict {
+        match replay::request_replay_later(&self.sqs, queue_url, tenant, at).await {
+            Ok(()) => Verdict::Ack,
+            Err(e) => {
+                tracing::error!(error = %e, tenant_id = %tenant, "could not renew the replay request");
                 Verdict::Fail {
                     delay: Some(REQUEUE_FALLBACK_DELAY),
                 }
@@ -358,17 +417,53 @@ impl<H: EventHandler> BatchProcessor<H> {
     }
 }
 
-/// The invocation's deadline as an `Instant`, from the Lambda context's `deadline` (epoch
-/// milliseconds). `None` when it is 0 or unreadable (local tools that set none).
-pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Option<Instant> {
-    if deadline_ms == 0 {
-        return None;
+/// When an event may start, and by when it must be given up, for one invocation. An event
+/// needs up to [`EVENT_TIME`], and [`ANSWER_MARGIN`] is kept to answer the batch; a function
+/// given a shorter timeout than that scales both to its own budget (half of it to start an
+/// event, a tenth to answer), so its first event always starts.
+#[derive(Debug, Clone, Copy)]
+struct TimeRule {
+    deadline: Instant,
+    start_before: Duration,
+    margin: Duration,
+}
+
+impl TimeRule {
+    fn new(deadline: Instant) -> Self {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        Self {
+            deadline,
+            start_before: EVENT_TIME.min(budget / 2),
+            margin: ANSWER_MARGIN.min(budget / 10),
+        }
     }
+
+    fn may_start(&self) -> bool {
+        self.deadline.saturating_duration_since(Instant::now()) >= self.start_before
+    }
+
+    fn event_deadline(&self) -> Instant {
+        self.deadline - self.margin
+    }
+}
+
+/// The invocation's deadline as an `Instant`, from the Lambda context's `deadline` (epoch
+/// milliseconds). `None` when it is unset or already past when the invocation starts: Lambda
+/// never hands out a past deadline, but local emulators may send 0 or a stale value, and a past
+/// deadline would give up every event at once.
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Option<Instant> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_millis();
     let left = u64::try_from(u128::from(deadline_ms).saturating_sub(now_ms)).ok()?;
+    if left == 0 {
+        tracing::warn!(
+            deadline_ms,
+            "the invocation's deadline is unset or past; running without one"
+        );
+        return None;
+    }
     Some(Instant::now() + Duration::from_millis(left))
 }
 
@@ -472,6 +567,25 @@ mod tests {
         assert_eq!(dedup_id(""), "no-message-id");
         assert_eq!(dedup_id(&"x".repeat(200)).len(), 128);
         assert_eq!(dedup_id("a b\u{e9}c"), "abc");
+    }
+
+    #[test]
+    fn a_past_or_unset_deadline_is_no_deadline() {
+        assert!(deadline_from_epoch_ms(0).is_none());
+        assert!(
+            deadline_from_epoch_ms(1_700_000_000).is_none(),
+            "seconds, not ms: long past"
+        );
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let d = deadline_from_epoch_ms(now_ms + 60_000).unwrap();
+        let left = d.saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_secs(58) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ struct Inner {
     conns: Connections,
     default_region: Option<String>,
     max_receive_count: u32,
+    replay_after_park: Duration,
     /// Where replay requests go (the lead queue); none: replays start only on connect/test.
     replay_queue: Option<(aws_sdk_sqs::Client, String)>,
     replay_asked: StdMutex<HashMap<String, Instant>>,
@@ -71,6 +72,7 @@ impl SyncEngine {
                 ),
                 default_region: cfg.default_phone_region.clone(),
                 max_receive_count: cfg.lead_queue_max_receive_count,
+                replay_after_park: cfg.replay_after_park,
                 replay_queue: None,
                 replay_asked: StdMutex::new(HashMap::new()),
                 last_sync_touched: StdMutex::new(HashMap::new()),
@@ -393,10 +395,33 @@ impl SyncEngine {
                 self.audit(t, "event_skipped", detail).await;
                 Outcome::Skipped { reason }
             }
-            EventPlan::Park(reason) => self.park(event, body, reason, receive_count).await,
+            EventPlan::Park(reason) => {
+                let outcome = self.park(event, body, reason, receive_count).await;
+                // Parked on a working integration (the portal or our side kept failing): nothing
+                // else may come to bring it back (a reconnect does for an integration in error),
+                // so a timer is set on the queue.
+                let working = integration == IntegrationPlan::Keep
+                    && !matches!(err, SyncError::IntegrationInError | SyncError::Paused);
+                if working && matches!(outcome, Outcome::Parked { .. }) {
+                    self.set_replay_timer(t).await;
+                }
+                outcome
+            }
             EventPlan::DeadLetter(reason) => Outcome::DeadLetter { reason },
             EventPlan::Retry { delay, reason } => Outcome::Retry { delay, reason },
             EventPlan::Requeue(reason) => Outcome::Requeue { reason },
+        }
+    }
+
+    /// A replay request due `REPLAY_AFTER_PARK_SECS` from now (one per tenant and period).
+    async fn set_replay_timer(&self, t: &TenantId) {
+        let Some((sqs, queue)) = &self.inner.replay_queue else {
+            return;
+        };
+        let at = i64::try_from(replay::now_millis()).unwrap_or(i64::MAX)
+            + i64::try_from(self.inner.replay_after_park.as_millis()).unwrap_or(i64::MAX);
+        if let Err(e) = replay::request_replay_later(sqs, queue, t, at).await {
+            tracing::warn!(error = %e, "could not set the replay timer; the next successful sync replays");
         }
     }
 

@@ -39,16 +39,31 @@ pub struct Replayed {
     pub left: usize,
 }
 
-/// The tenant of a replay request body, or `None` when the body is something else.
-pub fn parse_request(body: &str) -> Option<TenantId> {
+/// A replay request read from the lead queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRequest {
+    pub tenant: TenantId,
+    /// Not before this time (epoch ms): a timer set when events were parked on a working
+    /// integration, so they come back even if the tenant sends nothing more.
+    pub not_before_ms: Option<i64>,
+}
+
+/// Timers are deduplicated per tenant in slots of this length.
+const TIMER_SLOT_MS: i64 = 60_000;
+
+/// The replay request a body holds, or `None` when the body is something else.
+pub fn parse_request(body: &str) -> Option<ReplayRequest> {
     let v: Value = serde_json::from_str(body).ok()?;
     if v.get("type").and_then(Value::as_str) != Some(REPLAY_REQUEST) {
         return None;
     }
-    TenantId::parse(v.get("tenant_id")?.as_str()?).ok()
+    Some(ReplayRequest {
+        tenant: TenantId::parse(v.get("tenant_id")?.as_str()?).ok()?,
+        not_before_ms: v.get("not_before_ms").and_then(Value::as_i64),
+    })
 }
 
-fn now_millis() -> i128 {
+pub(crate) fn now_millis() -> i128 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
 }
 
@@ -60,11 +75,40 @@ pub async fn request_replay(
     tenant: &TenantId,
     dedup: bool,
 ) -> Result<(), ReplayError> {
-    let body = json!({"version": 1, "type": REPLAY_REQUEST, "tenant_id": tenant.as_str()});
-    let slot = if dedup {
-        format!("m{}", now_millis() / 60_000)
+    send_request(sqs, queue_url, tenant, dedup, None).await
+}
+
+/// Sets the timer: a replay request that waits until `not_before_ms`. Timers have a group of
+/// their own (`<tenant>:~replay-later`), so a waiting timer never holds up a connect's request.
+pub async fn request_replay_later(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    tenant: &TenantId,
+    not_before_ms: i64,
+) -> Result<(), ReplayError> {
+    send_request(sqs, queue_url, tenant, true, Some(not_before_ms)).await
+}
+
+async fn send_request(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    tenant: &TenantId,
+    dedup: bool,
+    not_before_ms: Option<i64>,
+) -> Result<(), ReplayError> {
+    let mut body = json!({"version": 1, "type": REPLAY_REQUEST, "tenant_id": tenant.as_str()});
+    if let Some(at) = not_before_ms {
+        body["not_before_ms"] = json!(at);
+    }
+    let slot = match (dedup, not_before_ms) {
+        (true, Some(at)) => format!("t{}", at / TIMER_SLOT_MS),
+        (true, None) => format!("m{}", now_millis() / 60_000),
+        (false, _) => format!("c{}", now_millis()),
+    };
+    let group = if not_before_ms.is_some() {
+        "~replay-later"
     } else {
-        format!("c{}", now_millis())
+        "~replay"
     };
     let mut send = sqs
         .send_message()
@@ -72,7 +116,7 @@ pub async fn request_replay(
         .message_body(body.to_string());
     if queue_url.ends_with(".fifo") {
         send = send
-            .message_group_id(bounded(&format!("{tenant}:~replay")))
+            .message_group_id(bounded(&format!("{tenant}:{group}")))
             .message_deduplication_id(bounded(&format!("replay-{tenant}-{slot}")));
     }
     send.send()
@@ -177,7 +221,10 @@ mod tests {
         assert!(bounded(&"x".repeat(200)).len() <= 128);
         let body =
             json!({"version": 1, "type": REPLAY_REQUEST, "tenant_id": t.as_str()}).to_string();
-        assert_eq!(parse_request(&body), Some(t));
+        assert_eq!(parse_request(&body).map(|r| r.tenant), Some(t.clone()));
+        let timer = json!({"type": REPLAY_REQUEST, "tenant_id": t.as_str(), "not_before_ms": 5})
+            .to_string();
+        assert_eq!(parse_request(&timer).and_then(|r| r.not_before_ms), Some(5));
         assert_eq!(parse_request(r#"{"type":"lead"}"#), None);
         assert_eq!(parse_request("{}"), None);
     }

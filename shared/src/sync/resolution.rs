@@ -15,14 +15,17 @@ use time::OffsetDateTime;
 use super::failure::SyncError;
 use super::fields::{self, UpdateInput};
 use super::ports::{Lead, LeadCrm, LeadLinks};
-use crate::crm::{Operation, PortalCaps};
+use crate::crm::{CrmError, Operation, PortalCaps};
 use crate::events::LeadEvent;
+use crate::mcp::McpError;
 use crate::phone::{Phone, is_spelling_of, search_spellings};
 use crate::store::{CreateClaim, LeadLink, LinkMeta, LinkState};
 use crate::tenant::TenantId;
 
 /// The per-customer create lock's lease: one search plus one create, with room for slow calls.
 const CREATE_LEASE: Duration = Duration::from_secs(60);
+/// Attempts of the link write after Bitrix24 was written (100, 200, 400 ms apart).
+const LINK_WRITE_ATTEMPTS: usize = 4;
 /// How many leads a search may offer before the connector stops reading them and creates one:
 /// each costs a read, and a server whose search ignores its filter offers every lead.
 const MAX_ADOPT_CANDIDATES: usize = 3;
@@ -180,7 +183,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             verified_at: Some(self.now),
             notes_sent: self.event.lead.notes.clone(),
         };
-        self.links.put_link(self.tenant(), &link, &meta).await?;
+        self.record(&link, &meta).await?;
         Ok(Synced {
             kind: "lead_created",
             lead_id,
@@ -246,7 +249,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         }
         if let Some(text) = &text
             && by_tool
-            && !self.crm.add_comment(lead_id, text).await?
+            && !self.comment(lead_id, text, Some(&lead)).await?
         {
             return Ok(None);
         }
@@ -262,7 +265,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             verified_at: Some(self.now),
             notes_sent: self.event.lead.notes.clone(),
         };
-        self.links.put_link(self.tenant(), &link, &meta).await?;
+        self.record(&link, &meta).await?;
         let kind = match found {
             Found::Foreign => "lead_linked",
             Found::Recovered => "lead_recovered",
@@ -326,7 +329,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         }
         if by_tool
             && let Some(text) = &text
-            && !self.crm.add_comment(lead_id, text).await?
+            && !self.comment(lead_id, text, None).await?
         {
             return Ok(None);
         }
@@ -334,15 +337,64 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             verified_at,
             notes_sent: notes.map(str::to_owned).or(meta.notes_sent),
         };
-        self.links
-            .put_link(self.tenant(), &self.moved_on(link, plan.sent), &meta)
-            .await?;
+        self.record(&self.moved_on(link, plan.sent), &meta).await?;
         let kind = match (sent_fields, text.is_some()) {
             (true, _) => "lead_updated",
             (false, true) => "notes_added",
             (false, false) => "lead_unchanged",
         };
         Ok(Some(Synced { kind, lead_id }))
+    }
+
+    /// A timeline comment. If the server refuses it (a comment tool that sends what this portal
+    /// does not take), the text is appended to COMMENTS instead, so notes are never lost with
+    /// the rest of the event. `Ok(false)`: the lead is gone.
+    async fn comment(
+        &mut self,
+        lead_id: i64,
+        text: &str,
+        lead: Option<&Lead>,
+    ) -> Result<bool, SyncError> {
+        match self.crm.add_comment(lead_id, text).await {
+            Err(SyncError::Crm(
+                CrmError::Mcp(McpError::Permanent { .. }) | CrmError::Rejected { .. },
+            )) => {
+                tracing::warn!(
+                    lead_id,
+                    "the comment tool was refused: notes appended to COMMENTS"
+                );
+                let lead = match lead {
+                    Some(l) => l.clone(),
+                    None => match self.crm.get_lead(lead_id).await? {
+                        Some(l) => l,
+                        None => return Ok(false),
+                    },
+                };
+                let mut f = Map::new();
+                f.insert(
+                    "COMMENTS".into(),
+                    json!(fields::appended_comments(Some(&lead), text)),
+                );
+                self.crm.update_lead(lead_id, f).await
+            }
+            other => other,
+        }
+    }
+
+    /// Writes the link after Bitrix24 was written. A failure here would make the retry write
+    /// Bitrix24 again (a second comment), so the write is tried a few times in place before the
+    /// failure goes to the failure plan.
+    async fn record(&self, link: &LeadLink, meta: &LinkMeta) -> Result<(), SyncError> {
+        let mut pause = Duration::from_millis(100);
+        for _ in 1..LINK_WRITE_ATTEMPTS {
+            match self.links.put_link(self.tenant(), link, meta).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!(error = %e, "the link write failed; trying again"),
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+        Ok(self.links.put_link(self.tenant(), link, meta).await?)
     }
 
     /// The link after this event: what was sent, the newest event time, the phone once known.

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use serde_json::json;
 
 use super::*;
+use crate::crm::CrmError;
 use crate::events::LeadStatus;
 use crate::phone::parse_phone;
 use crate::store::StoreError;
@@ -21,6 +22,8 @@ struct FakeCrm {
     /// Answers every search with every lead (a server that ignores filters).
     ignores_filter: bool,
     no_comment_tool: bool,
+    /// The comment tool answers a refusal (it sends what the portal does not take).
+    comment_refused: bool,
     next_id: i64,
 }
 
@@ -115,6 +118,11 @@ impl LeadCrm for FakeCrm {
 
     async fn add_comment(&mut self, id: i64, text: &str) -> Result<bool, SyncError> {
         self.calls.push("add_comment");
+        if self.comment_refused {
+            return Err(SyncError::Crm(CrmError::Mcp(
+                crate::mcp::McpError::Permanent { code: None },
+            )));
+        }
         if !self.leads.contains_key(&id) {
             return Ok(false);
         }
@@ -626,6 +634,34 @@ async fn resolution_rules() {
             calls: &["update_lead"],
             uf: true,
         },
+        Row {
+            why: "a comment tool the portal refuses: the notes go to COMMENTS, the event lands",
+            crm: FakeCrm {
+                comment_refused: true,
+                ..FakeCrm::with(&[
+                    json!({"STATUS_ID": "IN_PROCESS", "COMMENTS": "old", "PHONE": [{"ID": "1", "VALUE": PHONE}]}),
+                ])
+            },
+            links: vec![(
+                "c1",
+                link(
+                    "c1",
+                    101,
+                    PORTAL,
+                    earlier,
+                    json!({"STATUS_ID": "IN_PROCESS", "NAME": "Ann", "PHONE": PHONE, "#score": 50}),
+                ),
+            )],
+            event: {
+                let mut e = event("c1", Some(PHONE));
+                e.lead.notes = Some("call me".into());
+                e
+            },
+            want: Ok("notes_added"),
+            linked_to: Some(101),
+            calls: &["add_comment", "get_lead", "update_lead"],
+            uf: false,
+        },
     ];
     assert!(rows.len() >= 15);
     for row in &mut rows {
@@ -672,6 +708,12 @@ async fn resolution_rules() {
         "the manager's decision stands"
     );
     assert_eq!(junked.crm.comments.len(), 1, "the notes landed");
+    let refused = by_why("a comment tool the portal refuses");
+    let comments = refused.crm.leads[&101]["COMMENTS"].as_str().unwrap();
+    assert!(
+        comments.starts_with("old") && comments.contains("call me"),
+        "{comments}"
+    );
     let renamed = by_why("the manager renamed the lead");
     assert_eq!(renamed.crm.leads[&101]["NAME"], "Anna (VIP)");
     assert_eq!(renamed.crm.leads[&101]["STATUS_ID"], "IN_PROCESS");

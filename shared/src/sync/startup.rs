@@ -44,5 +44,6 @@ pub fn lead_sync_with(
         aws.sqs.clone(),
         cfg.lead_queue_url.clone(),
         dead_letter_queue_url,
-    ))
+    )
+    .with_max_receive_count(cfg.lead_queue_max_receive_count))
 }

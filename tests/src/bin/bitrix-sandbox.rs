@@ -2,17 +2,22 @@
 //! Prints `SANDBOX_URL=http://127.0.0.1:PORT` on stdout once it accepts connections (the only
 //! stdout line, so scripts can read it), logs to stderr, and runs until SIGINT or SIGTERM.
 //!
-//! Usage: bitrix-sandbox [--port N] [--shape lead-tools|rest|crm-entity] [--answer json|sse]
+//! Usage: bitrix-sandbox [--port N] [--shape lead-tools|rest|crm-entity] [--catalogue NAME]
+//!   [--answer json|sse]
 //!   [--style bare|envelope] [--rate R] [--depth D] [--token T]... [--user-token T]...
 //!   [--no-sessions] [--protocol-version V] [--telegram-source] [--qualified-status]
 //!   [--teleagent-fields] [--plain-text-errors]
 //! `--token` pre-issues an admin token (whoever gets a connection token for a demo portal is its
-//! admin); `--user-token` a non-admin one.
+//! admin); `--user-token` a non-admin one. `--catalogue` serves a real server's catalogue from
+//! tests/fixtures/catalogues instead of `--shape` (a file stem such as `yzel-bitrix24`, or a short
+//! name: leosozza, yzel, aa-blinov, bit2beat, kostikpenzin).
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use teleagent_tests::sandbox::{AnswerMode, AnswerStyle, Sandbox, SandboxConfig, ToolShape};
+use teleagent_tests::sandbox::{
+    AnswerMode, AnswerStyle, Catalogue, Sandbox, SandboxConfig, ToolShape,
+};
 
 #[derive(Debug, thiserror::Error)]
 enum ArgError {
@@ -57,6 +62,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, ArgError> {
                     "crm-entity" => ToolShape::CrmEntity,
                     _ => return Err(bad(&v)),
                 };
+            }
+            "--catalogue" => {
+                let v = value()?;
+                a.cfg.catalogue = Some(Catalogue::parse(&v).ok_or_else(|| bad(&v))?);
             }
             "--answer" => {
                 let v = value()?;
@@ -160,12 +169,16 @@ mod tests {
         assert_eq!(a.cfg.bucket_depth, 250);
         assert_eq!(a.admin_tokens, ["a", "b"]);
         assert_eq!(a.user_tokens, ["c"]);
+        assert_eq!(a.cfg.catalogue, None);
+        let a = parse("--catalogue yzel").unwrap();
+        assert_eq!(a.cfg.catalogue, Some(Catalogue::Yzel));
     }
 
     #[test]
     fn rejects_bad_input() {
         for (args, why) in [
             ("--shape nope", "unknown shape"),
+            ("--catalogue nope", "unknown catalogue"),
             ("--port", "missing value"),
             ("--rate -1", "negative rate"),
             ("--frobnicate", "unknown flag"),

@@ -3,6 +3,8 @@
 //! (400 without the id, 404 once gone), the protocol-version header, 202 for notifications, no
 //! batches, paginated `tools/list`, and JSON or SSE answers. Faults and the leaky bucket sit in
 //! front exactly where a real portal's would: faults before anything, the bucket on `tools/call`.
+//! With a corpus catalogue configured, `tools/list` and `tools/call` are that server's
+//! (`corpus.rs`); everything around them (auth, sessions, bucket, faults, stats) stays the same.
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use super::corpus::{self, Answer, Failure};
 use super::faults::FaultAction;
 use super::portal::{RestError, RestOk};
 use super::tools;
@@ -394,10 +397,17 @@ fn initialize(
             .insert(token.to_owned(), version.clone());
         None
     };
+    let server_info = st
+        .config
+        .catalogue
+        .and_then(corpus::Catalogue::server_info)
+        .unwrap_or_else(
+            || json!({"name": st.config.server_name, "version": env!("CARGO_PKG_VERSION")}),
+        );
     let result = json!({
         "protocolVersion": version,
         "capabilities": {"tools": {}},
-        "serverInfo": {"name": st.config.server_name, "version": env!("CARGO_PKG_VERSION")},
+        "serverInfo": server_info,
         "instructions": "Bitrix24 sandbox portal: CRM tools act with the connecting user's permissions.",
     });
     (
@@ -412,7 +422,10 @@ fn initialize(
 
 /// One `tools/list` page; the cursor is an opaque offset.
 fn tools_page(st: &State, params: &Value) -> Result<Value, &'static str> {
-    let all = tools::catalogue(st.config.shape);
+    let all = match st.config.catalogue {
+        Some(c) => c.tools(),
+        None => tools::catalogue(st.config.shape),
+    };
     let start = match params.get("cursor") {
         None | Some(Value::Null) => 0,
         Some(Value::String(c)) => c
@@ -448,6 +461,9 @@ fn tools_call(st: &mut State, id: &Value, params: &Value, admin: bool) -> (Reply
         .get("arguments")
         .cloned()
         .unwrap_or_else(|| json!({}));
+    if let Some(c) = st.config.catalogue {
+        return corpus_call(st, c, id, name, &args, admin);
+    }
     let Some(resolved) = tools::resolve(st.config.shape, name, &args) else {
         return (
             rpc(rpc_error(id, -32602, &format!("Unknown tool: {name}"))),
@@ -477,6 +493,90 @@ fn tools_call(st: &mut State, id: &Value, params: &Value, admin: bool) -> (Reply
     (rpc(rpc_result(id, result)), label)
 }
 
+/// A `tools/call` in corpus mode: the server's unknown-tool answer, else the bucket, then the
+/// server's translation, the portal's REST semantics and the server's answer format.
+fn corpus_call(
+    st: &mut State,
+    c: corpus::Catalogue,
+    id: &Value,
+    name: &str,
+    args: &Value,
+    admin: bool,
+) -> (Reply, &'static str) {
+    let mode = st.config.answer_mode;
+    let reply = |answer: Answer, failed: bool| -> (Reply, &'static str) {
+        let (message, label) = match answer {
+            Answer::Result(r) => (rpc_result(id, r), if failed { "tool_error" } else { "ok" }),
+            Answer::RpcError { code, message } => (rpc_error(id, code, &message), "rpc_error"),
+        };
+        (
+            Reply::Rpc {
+                message,
+                session_id: None,
+                mode,
+            },
+            label,
+        )
+    };
+    if !c.is_known(name) {
+        return reply(corpus::unknown_tool(c, name), true);
+    }
+    let (rate, depth) = (st.config.bucket_rate_per_sec, st.config.bucket_depth);
+    if !st.bucket.try_add(rate, depth) {
+        return (
+            http(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}),
+            ),
+            "rate_limited",
+        );
+    }
+    *st.calls.by_tool.entry(name.to_owned()).or_default() += 1;
+    let outcome = corpus::resolve(c, name, args).and_then(|plan| {
+        let mut run = |params: &Value| {
+            *st.calls
+                .by_method
+                .entry(plan.call.method.to_ascii_lowercase())
+                .or_default() += 1;
+            st.portal.execute(&plan.call.method, params, admin)
+        };
+        if !plan.all_pages {
+            return run(&plan.call.params).map_err(Failure::from);
+        }
+        // A get_all-style client: every page from `start` on, concatenated.
+        let mut params = plan.call.params.clone();
+        let mut rows = Vec::new();
+        let mut total = None;
+        for _ in 0..corpus::MAX_PAGES {
+            let page = run(&params)?;
+            total = page.total;
+            match page.result {
+                Value::Array(a) => rows.extend(a),
+                other => rows.push(other),
+            }
+            match (page.next, params.as_object_mut()) {
+                (Some(next), Some(p)) => {
+                    p.insert("start".to_owned(), json!(next));
+                }
+                _ => break,
+            }
+        }
+        Ok(RestOk {
+            result: Value::Array(rows),
+            next: None,
+            total,
+        })
+    });
+    tracing::debug!(
+        tool = name,
+        catalogue = c.name(),
+        ok = outcome.is_ok(),
+        "sandbox corpus tool call"
+    );
+    let failed = outcome.is_err();
+    reply(corpus::answer(c, name, args, outcome), failed)
+}
+
 /// The `tools/call` result for a REST outcome, per answer style and error style.
 fn tool_result(st: &State, outcome: Result<RestOk, RestError>) -> (Value, &'static str) {
     match outcome {
@@ -499,7 +599,7 @@ fn tool_result(st: &State, outcome: Result<RestOk, RestError>) -> (Value, &'stat
 }
 
 /// The REST envelope: `result`, `next`/`total` for lists, and `time`.
-fn envelope(ok: RestOk) -> Value {
+pub(crate) fn envelope(ok: RestOk) -> Value {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

@@ -3,12 +3,16 @@
 //! append semantics, `[]` from findbycomm, the leaky bucket, 401/404/406 rules), not convenient,
 //! because the connector's tests only prove something if the sandbox behaves like the real thing.
 //!
+//! Besides its own three tool shapes it can serve the catalogue of a real public server
+//! (`SandboxConfig::catalogue`, `corpus.rs`), translating arguments and answering as that server.
+//!
 //! Each sandbox runs on its own thread with its own Tokio runtime, so it outlives the runtime of
 //! whichever test started it (tests can share one through a static) and a latency fault never
 //! stalls the test's own executor.
 
 mod admin;
 mod bucket;
+mod corpus;
 mod faults;
 mod mcp;
 mod portal;
@@ -21,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+pub use corpus::Catalogue;
 pub use faults::Faults;
 
 use bucket::LeakyBucket;
@@ -31,7 +36,9 @@ use portal::Portal;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ToolShape {
-    /// One tool per lead operation (`bitrix24_create_lead`, ...), like community servers.
+    /// One tool per lead operation, like community servers; create/update take the shape
+    /// reported from the field: flat `title`/`name`/`phone`/`comments`/`sourceId`/`statusId`
+    /// plus an optional raw `fields` object (`bitrix24_update_lead {id, ..., fields?}`).
     #[serde(alias = "lead_tools", alias = "LeadTools")]
     LeadTools,
     /// One generic `bitrix24_call_method {method, params}` tool.
@@ -65,7 +72,12 @@ pub enum AnswerStyle {
 /// How the sandbox portal behaves; every field can change at run time (`set_config`).
 #[derive(Clone, Debug, Serialize)]
 pub struct SandboxConfig {
+    /// The sandbox's own catalogue shape (unused while `catalogue` is set).
     pub shape: ToolShape,
+    /// Serve a real server's catalogue (`tests/fixtures/catalogues`) instead of `shape`: its
+    /// `tools/list` verbatim and its lead tools' argument translation and answer format
+    /// (`answer_style` and `plain_text_errors` then do not apply; everything else does).
+    pub catalogue: Option<Catalogue>,
     pub answer_mode: AnswerMode,
     pub answer_style: AnswerStyle,
     /// Leaky-bucket drain rate (Bitrix24 standard plans: 2/s).
@@ -92,6 +104,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             shape: ToolShape::LeadTools,
+            catalogue: None,
             answer_mode: AnswerMode::Json,
             answer_style: AnswerStyle::Bare,
             bucket_rate_per_sec: 2.0,
@@ -108,11 +121,15 @@ impl Default for SandboxConfig {
 }
 
 /// A partial [`SandboxConfig`] for the admin API (`POST /admin/config`): absent keys keep their
-/// value. `protocol_version: null` is indistinguishable from absent, so it cannot reset to echo.
+/// value. `protocol_version: null` is indistinguishable from absent, so it cannot reset to echo;
+/// `catalogue: null` does reset to the `shape` catalogues.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxConfigPatch {
     pub shape: Option<ToolShape>,
+    /// Absent: unchanged; `null`: back to `shape`; a name: that corpus catalogue.
+    #[serde(deserialize_with = "present")]
+    pub catalogue: Option<Option<Catalogue>>,
     pub answer_mode: Option<AnswerMode>,
     pub answer_style: Option<AnswerStyle>,
     pub bucket_rate_per_sec: Option<f64>,
@@ -148,7 +165,19 @@ impl SandboxConfigPatch {
         if let Some(v) = self.protocol_version {
             cfg.protocol_version = Some(v);
         }
+        if let Some(c) = self.catalogue {
+            cfg.catalogue = c;
+        }
     }
+}
+
+/// A key that is present (even `null`) is `Some`; with `#[serde(default)]` an absent one is `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// What reached the sandbox, for tests and benchmarks ("Bitrix24 calls per event" counts

@@ -1,5 +1,10 @@
 //! The tool catalogues of the three shapes public Bitrix24 MCP servers use (facts §1), and how
-//! each tool call maps to a REST method. Descriptions are written like real servers' so that
+//! each tool call maps to a REST method. The per-operation profile's create/update tools take
+//! the shape reported from the field: flat properties (`title`, `name`, `phone`, `comments`,
+//! `sourceId`, `statusId`) plus an optional raw `fields` object for everything else (ORIGIN_ID,
+//! UF_CRM_*), merged with the flat ones winning; `title` is required in the schema only (a
+//! `fields.TITLE` alone, as older callers send, is accepted). Real servers' catalogues are
+//! served by `corpus.rs`. Descriptions are written like real servers' so that
 //! binding by description and schema is exercised; the entity-generic shape describes its tools
 //! in Russian because real descriptions may not be in English. Unrelated tools sit between the
 //! lead tools and the catalogue spans several `tools/list` pages.
@@ -26,6 +31,61 @@ fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> 
 
 fn filter_schema() -> Value {
     json!({"type": "object", "description": "Filter in Bitrix24 notation, e.g. {\"ORIGIN_ID\": \"abc\", \"PHONE\": \"+15551234567\"}; an array value means any of"})
+}
+
+/// The flat lead properties of the per-operation profile (as reported from the field), plus an
+/// optional `fields` object for every other raw Bitrix24 field; `extra` comes first (`id`).
+fn lead_properties(extra: Value) -> Value {
+    let mut props = extra.as_object().cloned().unwrap_or_default();
+    let flat = json!({
+        "title": {"type": "string", "description": "Lead title (TITLE)"},
+        "name": {"type": "string", "description": "Contact first name (NAME)"},
+        "phone": {"type": "string", "description": "Phone number; stored as a WORK phone (PHONE)"},
+        "comments": {"type": "string", "description": "Comment (COMMENTS)"},
+        "sourceId": {"type": "string", "description": "Lead source ID, e.g. CALL, WEB, OTHER (SOURCE_ID)"},
+        "statusId": {"type": "string", "description": "Lead stage ID, e.g. NEW, IN_PROCESS (STATUS_ID)"},
+        "fields": {"type": "object", "description": "Any other raw Bitrix24 lead fields, e.g. {\"ORIGIN_ID\": \"x\", \"UF_CRM_SCORE\": 5}"},
+    });
+    if let Value::Object(flat) = flat {
+        props.extend(flat);
+    }
+    Value::Object(props)
+}
+
+/// The flat properties and the REST field each one sets.
+const FLAT_LEAD_FIELDS: &[(&str, &str)] = &[
+    ("title", "TITLE"),
+    ("name", "NAME"),
+    ("comments", "COMMENTS"),
+    ("sourceId", "SOURCE_ID"),
+    ("statusId", "STATUS_ID"),
+];
+
+/// `fields` merged with the flat properties (the flat ones win); a `phone` becomes one new
+/// WORK item, so on update it is appended, as Bitrix24 does for a PHONE item without ID.
+fn lead_fields(args: &Value) -> Result<Value, RestError> {
+    let mut fields = match args.get("fields") {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(o)) => o.clone(),
+        Some(_) => {
+            return Err(RestError::new(
+                "INVALID_ARG_VALUE",
+                "Argument 'fields' must be an object",
+            ));
+        }
+    };
+    for (flat, field) in FLAT_LEAD_FIELDS {
+        if let Some(v) = args.get(*flat).filter(|v| !v.is_null()) {
+            fields.insert((*field).to_owned(), v.clone());
+        }
+    }
+    if let Some(phone) = args.get("phone").filter(|v| !v.is_null()) {
+        fields.insert(
+            "PHONE".to_owned(),
+            json!([{"VALUE": phone, "VALUE_TYPE": "WORK"}]),
+        );
+    }
+    Ok(Value::Object(fields))
 }
 
 /// The tools `tools/list` shows for a shape, in page order.
@@ -88,16 +148,15 @@ pub(crate) fn catalogue(shape: ToolShape) -> Vec<Value> {
             ),
             tool(
                 "bitrix24_create_lead",
-                "Create a new lead in Bitrix24 CRM (crm.lead.add). fields uses Bitrix24 field names: TITLE, NAME, LAST_NAME, PHONE [{VALUE, VALUE_TYPE}], STATUS_ID, SOURCE_ID, COMMENTS, ORIGINATOR_ID, ORIGIN_ID, UF_CRM_*. Returns the new lead ID.",
-                json!({"fields": {"type": "object", "description": "Lead fields"}}),
-                &["fields"],
+                "Create a new lead in Bitrix24 CRM (crm.lead.add). Returns the new lead ID. Pass any other Bitrix24 field (ORIGIN_ID, ORIGINATOR_ID, ASSIGNED_BY_ID, UF_CRM_*) in fields; the named properties win over the same field in fields.",
+                lead_properties(json!({})),
+                &["title"],
             ),
             tool(
                 "bitrix24_update_lead",
-                "Update an existing lead (crm.lead.update). Send only the fields that change. PHONE items without ID are added; {ID, VALUE} replaces an item; {ID, DELETE: \"Y\"} removes it.",
-                json!({"id": {"type": "integer", "description": "Lead ID"},
-                       "fields": {"type": "object", "description": "Fields to change"}}),
-                &["id", "fields"],
+                "Update an existing lead (crm.lead.update). Send only what changes. A phone given here is ADDED to the lead's phones. In fields, PHONE items without ID are added; {ID, VALUE} replaces an item; {ID, DELETE: \"Y\"} removes it.",
+                lead_properties(json!({"id": {"type": "integer", "description": "Lead ID"}})),
+                &["id"],
             ),
         ],
         ToolShape::RestMethod => vec![
@@ -223,8 +282,13 @@ pub(crate) fn resolve(
                               "COMMENT": args.get("comment").cloned().unwrap_or(Value::Null)}}),
         ),
         "bitrix24_list_lead_fields" => call("crm.lead.fields", json!({})),
-        "bitrix24_create_lead" => call("crm.lead.add", pick(args, &["fields"])),
-        "bitrix24_update_lead" => call("crm.lead.update", pick(args, &["id", "fields"])),
+        "bitrix24_create_lead" => {
+            lead_fields(args).and_then(|fields| call("crm.lead.add", json!({"fields": fields})))
+        }
+        "bitrix24_update_lead" => lead_fields(args).and_then(|fields| {
+            let id = args.get("id").cloned().unwrap_or(Value::Null);
+            call("crm.lead.update", json!({"id": id, "fields": fields}))
+        }),
         "deal_category_list" => call("crm.dealcategory.list", json!({})),
         "get_task_by_id" => call(
             "tasks.task.get",
@@ -294,6 +358,90 @@ mod tests {
     fn tools_of_another_shape_are_unknown() {
         assert!(resolve(ToolShape::RestMethod, "bitrix24_create_lead", &json!({})).is_none());
         assert!(resolve(ToolShape::LeadTools, "crm_add", &json!({})).is_none());
+    }
+
+    #[test]
+    fn lead_tools_merge_flat_properties_over_fields() {
+        let r = resolve(
+            ToolShape::LeadTools,
+            "bitrix24_create_lead",
+            &json!({"title": "Telegram: Ann", "name": "Ann", "phone": "+998901234567",
+                    "comments": "c", "sourceId": "OTHER", "statusId": "NEW",
+                    "fields": {"TITLE": "loses", "ORIGIN_ID": "t1:tg:1", "ORIGINATOR_ID": "teleagent",
+                               "UF_CRM_TELEAGENT_SCORE": 82}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.method, "crm.lead.add");
+        assert_eq!(
+            r.params,
+            json!({"fields": {"TITLE": "Telegram: Ann", "NAME": "Ann", "COMMENTS": "c",
+                "SOURCE_ID": "OTHER", "STATUS_ID": "NEW", "ORIGIN_ID": "t1:tg:1",
+                "ORIGINATOR_ID": "teleagent", "UF_CRM_TELEAGENT_SCORE": 82,
+                "PHONE": [{"VALUE": "+998901234567", "VALUE_TYPE": "WORK"}]}})
+        );
+        // Update: only what is given; the old `{fields}`-only call still works.
+        let u = resolve(
+            ToolShape::LeadTools,
+            "bitrix24_update_lead",
+            &json!({"id": 7, "statusId": "IN_PROCESS", "fields": {"UF_CRM_TELEAGENT_SCORE": 90}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            u.params,
+            json!({"id": 7, "fields": {"STATUS_ID": "IN_PROCESS", "UF_CRM_TELEAGENT_SCORE": 90}})
+        );
+        let old = resolve(
+            ToolShape::LeadTools,
+            "bitrix24_create_lead",
+            &json!({"fields": {"TITLE": "x"}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(old.params, json!({"fields": {"TITLE": "x"}}));
+        let bad = resolve(
+            ToolShape::LeadTools,
+            "bitrix24_update_lead",
+            &json!({"id": 7, "fields": "NAME=x"}),
+        )
+        .unwrap();
+        assert_eq!(bad.unwrap_err().code, "INVALID_ARG_VALUE");
+        let schema = &catalogue(ToolShape::LeadTools)
+            .into_iter()
+            .find(|t| t["name"] == "bitrix24_update_lead")
+            .unwrap()["inputSchema"];
+        assert_eq!(schema["required"], json!(["id"]));
+        assert_eq!(schema["properties"]["fields"]["type"], "object");
+        assert_eq!(schema["properties"]["phone"]["type"], "string");
+    }
+
+    #[test]
+    fn lead_tools_phone_on_update_is_appended_by_the_portal() {
+        let mut portal = super::super::portal::Portal::new(&super::super::SandboxConfig::default());
+        let mut run = |name: &str, args: Value| {
+            let c = resolve(ToolShape::LeadTools, name, &args).unwrap().unwrap();
+            portal.execute(&c.method, &c.params, true).unwrap().result
+        };
+        let id = run(
+            "bitrix24_create_lead",
+            json!({"title": "t", "phone": "+998901234567", "fields": {"ORIGIN_ID": "o"}}),
+        );
+        run(
+            "bitrix24_update_lead",
+            json!({"id": id, "phone": "+998907654321", "name": "Ann"}),
+        );
+        let lead = run("bitrix24_get_lead", json!({"id": id}));
+        assert_eq!(lead["ORIGIN_ID"], "o");
+        assert_eq!(lead["NAME"], "Ann");
+        assert_eq!(lead["TITLE"], "t", "not sent on update, kept");
+        let phones: Vec<&str> = lead["PHONE"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["VALUE"].as_str().unwrap())
+            .collect();
+        assert_eq!(phones, ["+998901234567", "+998907654321"]);
     }
 
     #[test]

@@ -25,14 +25,14 @@ use teleagent_tests::sandbox::{Sandbox, SandboxConfig};
 /// high enough that a rate-limit storm's retries are retried, not parked.
 const MAX_RECEIVE: u32 = 10;
 
-struct Stack {
-    base: String,
-    secret: String,
-    queue_url: String,
-    dlq_url: String,
+pub(crate) struct Stack {
+    pub(crate) base: String,
+    pub(crate) secret: String,
+    pub(crate) queue_url: String,
+    pub(crate) dlq_url: String,
 }
 
-fn stack() -> &'static Stack {
+pub(crate) fn stack() -> &'static Stack {
     static STACK: OnceLock<Result<Stack, String>> = OnceLock::new();
     let s = STACK.get_or_init(|| {
         // Own thread and runtime: the SDK clients used here must not outlive a test's runtime.
@@ -132,14 +132,14 @@ async fn start_stack() -> Result<Stack, String> {
 }
 
 /// One test's view: its tenant, its sandbox, its poller (on the shared queue), its clients.
-struct World {
-    api: ApiClient,
-    jwt: String,
-    tenant: TenantId,
-    sandbox: Sandbox,
-    sqs: aws_sdk_sqs::Client,
-    producer: LeadEventProducer,
-    poller: tokio::task::JoinHandle<()>,
+pub(crate) struct World {
+    pub(crate) api: ApiClient,
+    pub(crate) jwt: String,
+    pub(crate) tenant: TenantId,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) sqs: aws_sdk_sqs::Client,
+    pub(crate) producer: LeadEventProducer,
+    pub(crate) poller: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for World {
@@ -148,7 +148,7 @@ impl Drop for World {
     }
 }
 
-async fn world(cfg: SandboxConfig) -> World {
+pub(crate) async fn world(cfg: SandboxConfig) -> World {
     let st = stack();
     let sdk = harness::sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -179,7 +179,7 @@ async fn world(cfg: SandboxConfig) -> World {
 }
 
 impl World {
-    async fn connect(&self, token: &str) -> (u16, Value) {
+    pub(crate) async fn connect(&self, token: &str) -> (u16, Value) {
         self.api
             .call(
                 "connect",
@@ -190,7 +190,7 @@ impl World {
             .unwrap()
     }
 
-    async fn status(&self) -> Value {
+    pub(crate) async fn status(&self) -> Value {
         let (code, v) = self
             .api
             .call("status", Some(&self.jwt), None)
@@ -200,7 +200,14 @@ impl World {
         v
     }
 
-    fn event(&self, customer: &str, k: i64, score: u8, notes: &str, phone: &str) -> LeadEvent {
+    pub(crate) fn event(
+        &self,
+        customer: &str,
+        k: i64,
+        score: u8,
+        notes: &str,
+        phone: &str,
+    ) -> LeadEvent {
         let mut e = LeadEvent::new(self.tenant.clone(), customer, score);
         e.occurred_at = time::OffsetDateTime::now_utc() - time::Duration::minutes(30)
             + time::Duration::seconds(k);
@@ -211,7 +218,7 @@ impl World {
     }
 
     /// Leads this tenant's connector made, by customer (ORIGIN_ID = "<tenant>:<customer>").
-    fn leads_by_customer(&self) -> HashMap<String, Vec<Value>> {
+    pub(crate) fn leads_by_customer(&self) -> HashMap<String, Vec<Value>> {
         let prefix = format!("{}:", self.tenant);
         let mut m: HashMap<String, Vec<Value>> = HashMap::new();
         for l in self.sandbox.leads() {
@@ -226,7 +233,7 @@ impl World {
     }
 
     /// Everything a person reads on a lead: COMMENTS plus its timeline comments.
-    fn lead_text(&self, lead: &Value) -> String {
+    pub(crate) fn lead_text(&self, lead: &Value) -> String {
         let id: i64 = lead["ID"]
             .as_str()
             .and_then(|s| s.parse().ok())
@@ -239,7 +246,7 @@ impl World {
         t
     }
 
-    fn portal_text(&self) -> String {
+    pub(crate) fn portal_text(&self) -> String {
         self.sandbox
             .leads()
             .iter()
@@ -249,7 +256,7 @@ impl World {
     }
 }
 
-async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut f: F) {
+pub(crate) async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut f: F) {
     let start = Instant::now();
     while !f() {
         assert!(
@@ -260,7 +267,7 @@ async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut f: F)
     }
 }
 
-fn phone_count(lead: &Value) -> usize {
+pub(crate) fn phone_count(lead: &Value) -> usize {
     lead["PHONE"].as_array().map_or(0, Vec::len)
 }
 

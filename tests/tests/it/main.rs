@@ -3,12 +3,14 @@
 
 mod aws_faults;
 mod batch;
+mod corpus_e2e;
 mod crm;
 mod e2e;
 mod events;
 mod http_api;
 mod mcp_client;
 mod sandbox;
+mod soak;
 mod store;
 mod sync;
 mod template;

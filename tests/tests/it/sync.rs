@@ -889,16 +889,33 @@ async fn parked_events_come_back_after_the_next_successful_sync() {
     rig.sandbox
         .set_faults(teleagent_tests::sandbox::Faults::default());
     assert_eq!(handle(engine, &event(&t, "tg:q", 50)).await, Outcome::Done);
-    let request =
+    // Two requests: the timer set when the event was parked on a working integration (due in
+    // five minutes: it waits), and the successful sync's (now).
+    let requests =
         teleagent_tests::harness::receive_as_event(&rig.env.clients.sqs, &rig.env.queue_url).await;
-    assert_eq!(request.records.len(), 1, "one replay request");
-    assert!(
-        processor
-            .process(request, None)
-            .await
-            .batch_item_failures
-            .is_empty()
+    let mut groups: Vec<String> = requests
+        .records
+        .iter()
+        .map(|r| r.attributes["MessageGroupId"].clone())
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [format!("{t}:~replay"), format!("{t}:~replay-later")]
     );
+    let timer = requests
+        .records
+        .iter()
+        .find(|r| r.attributes["MessageGroupId"].ends_with("later"))
+        .and_then(|r| r.message_id.clone())
+        .unwrap();
+    let answer = processor.process(requests, None).await;
+    let failed: Vec<String> = answer
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, [timer], "the timer is not due yet");
     assert!(rig.store.list_parked(&t).await.unwrap().is_empty());
     let replayed =
         teleagent_tests::harness::receive_as_event(&rig.env.clients.sqs, &rig.env.queue_url).await;
