@@ -284,11 +284,12 @@ fn each_role_has_exactly_the_actions_its_function_needs() {
                 "sqs:DeleteMessage@LeadQueue",
                 "sqs:GetQueueAttributes@LeadQueue",
                 "sqs:ChangeMessageVisibility@LeadQueue",
+                "sqs:SendMessage@LeadQueue",
                 "sqs:SendMessage@DeadLetterQueue",
                 "logs:CreateLogStream@LeadSyncLogGroup",
                 "logs:PutLogEvents@LeadSyncLogGroup",
             ]),
-            "consumes the lead queue, dead-letters invalid events, decrypts",
+            "consumes the lead queue, re-queues waiting events, dead-letters invalid ones, decrypts",
         ),
     ];
     for (bin, want, why) in rows {
@@ -357,11 +358,14 @@ fn least_privilege_invariants_hold_across_functions() {
                 "{bin}: {a} is lead-sync's alone"
             );
         }
+        // connect/test re-send parked events; lead-sync re-queues an event still waiting on a
+        // rate limit on the receive before maxReceiveCount (else SQS would dead-letter it).
         let sends_to_lead_queue = g[bin].contains("sqs:SendMessage@LeadQueue");
         let replays = matches!(bin, "bitrix-connect" | "bitrix-test");
         assert_eq!(
-            sends_to_lead_queue, replays,
-            "{bin}: only connect/test re-send parked events"
+            sends_to_lead_queue,
+            replays || consumer,
+            "{bin}: only connect/test (replay) and lead-sync (re-queue) send to the lead queue"
         );
         if replays {
             let sqs: Vec<_> = g[bin].iter().filter(|a| a.starts_with("sqs:")).collect();
