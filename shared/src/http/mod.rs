@@ -69,9 +69,11 @@ pub async fn connect(app: &App, req: Request) -> Result<Response<Body>, lambda_h
     Ok(respond(connect::connect(app, req).await))
 }
 
-/// `POST /test`.
+/// `POST /test`. Its failures also carry `ok: false` and `message` ([`ApiError::into_test_response`]).
 pub async fn test(app: &App, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(respond(test::test(app, req).await))
+    Ok(test::test(app, req)
+        .await
+        .unwrap_or_else(ApiError::into_test_response))
 }
 
 /// `POST /disconnect`.

@@ -414,7 +414,10 @@ async fn connect_test_status_disconnect_round_trip_without_leaking_the_token() {
     );
     let tst = fx.send(Route::Test, &tenant, None).await;
     assert_eq!(tst.status, 400);
-    assert_eq!(tst.body, json!({"detail": "Bitrix24 MCP not configured"}));
+    assert_eq!(
+        tst.body,
+        json!({"detail": "Bitrix24 MCP not configured", "ok": false, "message": "Bitrix24 MCP not configured"})
+    );
     raws.push(tst.raw);
 
     for raw in &raws {
@@ -1049,4 +1052,52 @@ async fn revoked_token_turns_error_and_a_passing_test_heals_and_replays_parked_e
         !text.contains(&token) && !text.contains(&fresh),
         "token leaked into the logs"
     );
+}
+
+/// The web UI's Test button reads `data.ok` and `data.message` whatever the status: every error
+/// answer of test carries `ok: false` and a `message` equal to `detail` (else the UI would show
+/// "Test failed: undefined" after a disconnect in another tab or with an expired session).
+#[tokio::test]
+async fn every_error_answer_of_test_carries_ok_false_and_its_message() {
+    let fx = fixture(&[("JWT_HS256_SECRET", HS_SECRET)]).await;
+    let tenant = tenant_id();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let jwt = |exp: i64| {
+        hs256(
+            json!({"tenant_id": tenant, "exp": exp}),
+            Algorithm::HS256,
+            HS_SECRET,
+        )
+    };
+    let bearer = |t: String| Auth::Header(Some(format!("Bearer {t}")));
+    let too_large = "x".repeat(shared::http::MAX_BODY_BYTES + 1);
+    let rows: Vec<(Auth, Option<&str>, u16, &str)> = vec![
+        (
+            claims_for(&tenant),
+            None,
+            400,
+            "not configured (never connected, or disconnected in another tab)",
+        ),
+        (Auth::Header(None), None, 401, "no JWT"),
+        (
+            bearer(jwt(now - 3600)),
+            None,
+            401,
+            "expired JWT (session expired)",
+        ),
+        (
+            bearer(jwt(now + 300)),
+            Some(too_large.as_str()),
+            413,
+            "body too large",
+        ),
+    ];
+    for (auth, body, status, why) in rows {
+        let a = call(&fx.app, Route::Test, event(Route::Test, &auth, body, None)).await;
+        assert_eq!(a.status, status, "{why}: {}", a.raw);
+        assert_eq!(a.body["ok"], false, "{why}: {}", a.raw);
+        let detail = a.body["detail"].as_str().unwrap_or_default();
+        assert!(!detail.is_empty(), "{why}: detail stays for other clients");
+        assert_eq!(a.body["message"], detail, "{why}: message equals detail");
+    }
 }
