@@ -3,28 +3,10 @@
 
 use std::time::Duration;
 
-/// Bitrix24's cloud domains: the default `MCP_ALLOWED_HOSTS`.
-pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &[
-    "*.bitrix24.com",
-    "*.bitrix24.tech",
-    "*.bitrix24.ru",
-    "*.bitrix24.de",
-    "*.bitrix24.eu",
-    "*.bitrix24.by",
-    "*.bitrix24.kz",
-    "*.bitrix24.ua",
-    "*.bitrix24.es",
-    "*.bitrix24.fr",
-    "*.bitrix24.it",
-    "*.bitrix24.pl",
-    "*.bitrix24.uk",
-    "*.bitrix24.in",
-    "*.bitrix24.com.br",
-    "*.bitrix24.jp",
-    "*.bitrix24.cn",
-    "*.bitrix24.id",
-    "*.bitrix24.vn",
-];
+/// The default `MCP_ALLOWED_HOSTS`: Bitrix24's hosted MCP servers only (international cloud
+/// and the `.tech` cloud), not every portal under `*.bitrix24.*`, so a tenant's token is only
+/// ever sent to an MCP endpoint. An operator widens the list (`*.bitrix24.com`) on purpose.
+pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &["mcp.bitrix24.com", "mcp.bitrix24.tech"];
 
 /// The hosted Bitrix24 MCP server (international cloud).
 pub const DEFAULT_MCP_URL: &str = "https://mcp.bitrix24.com/mcp/";
@@ -116,6 +98,18 @@ impl Config {
                 .collect(),
         };
         let mcp_allow_loopback = parse_bool("MCP_ALLOW_LOOPBACK", opt("MCP_ALLOW_LOOPBACK"))?;
+        let aws_endpoint_url = opt("AWS_ENDPOINT_URL");
+        // The loopback switch exists for the local sandbox. Inside Lambda, 127.0.0.1:9001 is the
+        // Runtime API (a tenant-chosen mcp_url there could read or answer invocations), so the
+        // switch is only honoured where AWS itself is a local stack on loopback.
+        if mcp_allow_loopback && !aws_endpoint_url.as_deref().is_some_and(is_loopback_url) {
+            return Err(ConfigError::Invalid {
+                name: "MCP_ALLOW_LOOPBACK",
+                reason: "true is for local runs only: it needs AWS_ENDPOINT_URL on a loopback \
+                         address (the local stack)"
+                    .into(),
+            });
+        }
         let token_cache_ttl = Duration::from_secs(parse_num(
             "TOKEN_CACHE_TTL_SECS",
             opt("TOKEN_CACHE_TTL_SECS"),
@@ -149,7 +143,7 @@ impl Config {
             kms_key_id: opt("KMS_KEY_ID"),
             lead_queue_url: opt("LEAD_QUEUE_URL"),
             dead_letter_queue_url: opt("DEAD_LETTER_QUEUE_URL"),
-            aws_endpoint_url: opt("AWS_ENDPOINT_URL"),
+            aws_endpoint_url,
             mcp_allowed_hosts,
             mcp_allow_loopback,
             mcp_tool_map: opt("MCP_TOOL_MAP"),
@@ -177,6 +171,20 @@ impl Config {
         self.dead_letter_queue_url
             .as_deref()
             .ok_or(ConfigError::Missing("DEAD_LETTER_QUEUE_URL"))
+    }
+}
+
+/// `http://127.0.0.1:4566`, `http://[::1]:5000`, `http://localhost:5000`: an endpoint on this
+/// machine. Anything that does not parse as a URL is not loopback.
+fn is_loopback_url(text: &str) -> bool {
+    match url::Url::parse(text)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 
@@ -228,7 +236,11 @@ mod tests {
         assert_eq!(c.tenant_claim, "tenant_id");
         assert_eq!(c.token_cache_ttl, Duration::from_secs(300));
         assert!(!c.mcp_allow_loopback);
-        assert!(c.mcp_allowed_hosts.contains(&"*.bitrix24.com".to_owned()));
+        assert_eq!(
+            c.mcp_allowed_hosts,
+            ["mcp.bitrix24.com", "mcp.bitrix24.tech"],
+            "by default a token goes to the hosted MCP servers only"
+        );
         assert_eq!(c.lead_queue_max_receive_count, 5);
         assert_eq!(
             c.require_kms_key_id().unwrap_err(),
@@ -259,5 +271,41 @@ mod tests {
         let c = cfg(&[("TABLE_NAME", "t"), ("JWT_HS256_SECRET", "hs-secret-xyz")]).unwrap();
         assert!(!format!("{c:?}").contains("hs-secret-xyz"));
         assert_eq!(c.jwt_hs256_secret.unwrap().expose(), "hs-secret-xyz");
+    }
+
+    /// In Lambda 127.0.0.1:9001 is the Runtime API: the loopback switch needs a local stack.
+    #[test]
+    fn loopback_switch_needs_a_loopback_aws_endpoint() {
+        let rows: [(Option<&str>, bool, &str); 8] = [
+            (None, false, "real AWS (no endpoint override), as in Lambda"),
+            (
+                Some("https://sqs.eu-west-1.amazonaws.com"),
+                false,
+                "a real AWS endpoint",
+            ),
+            (
+                Some("http://10.0.0.5:4566"),
+                false,
+                "a private address is not this machine",
+            ),
+            (Some("not a url"), false, "garbage"),
+            (Some("http://127.0.0.1:5000"), true, "moto on loopback"),
+            (Some("http://127.8.0.1:5000"), true, "anywhere in 127/8"),
+            (Some("http://[::1]:5000"), true, "v6 loopback"),
+            (Some("http://localhost:4566"), true, "localhost"),
+        ];
+        for (endpoint, ok, why) in rows {
+            let mut pairs = vec![("TABLE_NAME", "t"), ("MCP_ALLOW_LOOPBACK", "true")];
+            if let Some(e) = endpoint {
+                pairs.push(("AWS_ENDPOINT_URL", e));
+            }
+            let got = cfg(&pairs);
+            assert_eq!(got.is_ok(), ok, "{why}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("MCP_ALLOW_LOOPBACK"), "{why}: {e}");
+            }
+        }
+        // The switch off never needs anything.
+        assert!(cfg(&[("TABLE_NAME", "t"), ("MCP_ALLOW_LOOPBACK", "false")]).is_ok());
     }
 }
