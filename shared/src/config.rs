@@ -8,6 +8,11 @@ use std::time::Duration;
 /// ever sent to an MCP endpoint. An operator widens the list (`*.bitrix24.com`) on purpose.
 pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &["mcp.bitrix24.com", "mcp.bitrix24.tech"];
 
+/// HS256 secrets shorter than this are refused at start: RFC 7518 §3.2 asks for a key at least
+/// as long as the hash output (256 bits), and a short shared secret can be brute-forced offline
+/// from any one token, after which anyone can mint a token for any tenant.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
 /// The hosted Bitrix24 MCP server (international cloud).
 pub const DEFAULT_MCP_URL: &str = "https://mcp.bitrix24.com/mcp/";
 
@@ -32,6 +37,14 @@ pub struct Config {
     pub mcp_allow_loopback: bool,
     pub mcp_tool_map: Option<String>,
     pub jwt_hs256_secret: Option<crate::secret::SecretToken>,
+    /// In AWS: the name of the SSM SecureString holding the HS256 secret, read once per
+    /// container at init (`JWT_HS256_SECRET_PARAMETER`); the secret itself is never an
+    /// environment value there (`lambda:GetFunctionConfiguration` would show it).
+    pub jwt_hs256_secret_parameter: Option<String>,
+    /// `iss` an HS256 token must carry, when set.
+    pub jwt_issuer: Option<String>,
+    /// Accepted `aud` values of HS256 tokens (one must match), when set; comma list.
+    pub jwt_audience: Vec<String>,
     pub tenant_claim: String,
     pub token_cache_ttl: Duration,
     pub default_phone_region: Option<String>,
@@ -52,6 +65,12 @@ impl std::fmt::Debug for Config {
             .field("mcp_allow_loopback", &self.mcp_allow_loopback)
             .field("mcp_tool_map", &self.mcp_tool_map.as_ref().map(|_| "<set>"))
             .field("jwt_hs256_secret", &self.jwt_hs256_secret)
+            .field(
+                "jwt_hs256_secret_parameter",
+                &self.jwt_hs256_secret_parameter,
+            )
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
             .field("tenant_claim", &self.tenant_claim)
             .field("token_cache_ttl", &self.token_cache_ttl)
             .field("default_phone_region", &self.default_phone_region)
@@ -110,6 +129,18 @@ impl Config {
                     .into(),
             });
         }
+        let jwt_hs256_secret = match opt("JWT_HS256_SECRET") {
+            Some(s) => Some(parse_hs256_secret("JWT_HS256_SECRET", s)?),
+            None => None,
+        };
+        let jwt_audience: Vec<String> = opt("JWT_AUDIENCE")
+            .map(|list| {
+                list.split(',')
+                    .map(|a| a.trim().to_owned())
+                    .filter(|a| !a.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         let token_cache_ttl = Duration::from_secs(parse_num(
             "TOKEN_CACHE_TTL_SECS",
             opt("TOKEN_CACHE_TTL_SECS"),
@@ -147,7 +178,10 @@ impl Config {
             mcp_allowed_hosts,
             mcp_allow_loopback,
             mcp_tool_map: opt("MCP_TOOL_MAP"),
-            jwt_hs256_secret: opt("JWT_HS256_SECRET").map(crate::secret::SecretToken::new),
+            jwt_hs256_secret,
+            jwt_hs256_secret_parameter: opt("JWT_HS256_SECRET_PARAMETER"),
+            jwt_issuer: opt("JWT_ISSUER"),
+            jwt_audience,
             tenant_claim: opt("TENANT_CLAIM").unwrap_or_else(|| "tenant_id".to_owned()),
             token_cache_ttl,
             default_phone_region,
@@ -172,6 +206,24 @@ impl Config {
             .as_deref()
             .ok_or(ConfigError::Missing("DEAD_LETTER_QUEUE_URL"))
     }
+}
+
+/// The HS256 secret, refused when shorter than [`MIN_HS256_SECRET_BYTES`]; `source` names where
+/// it came from (the variable, or the SSM parameter) and the error never contains the value.
+pub fn parse_hs256_secret(
+    source: &'static str,
+    secret: String,
+) -> Result<crate::secret::SecretToken, ConfigError> {
+    if secret.len() < MIN_HS256_SECRET_BYTES {
+        return Err(ConfigError::Invalid {
+            name: source,
+            reason: format!(
+                "the HS256 secret has {} bytes; at least {MIN_HS256_SECRET_BYTES} are required",
+                secret.len()
+            ),
+        });
+    }
+    Ok(crate::secret::SecretToken::new(secret))
 }
 
 /// `http://127.0.0.1:4566`, `http://[::1]:5000`, `http://localhost:5000`: an endpoint on this
@@ -241,6 +293,7 @@ mod tests {
             ["mcp.bitrix24.com", "mcp.bitrix24.tech"],
             "by default a token goes to the hosted MCP servers only"
         );
+        assert!(c.jwt_issuer.is_none() && c.jwt_audience.is_empty());
         assert_eq!(c.lead_queue_max_receive_count, 5);
         assert_eq!(
             c.require_kms_key_id().unwrap_err(),
@@ -266,11 +319,45 @@ mod tests {
         }
     }
 
+    const SECRET: &str = "hs-secret-xyz-0123456789-abcdefghij";
+
     #[test]
     fn secret_is_not_in_debug() {
-        let c = cfg(&[("TABLE_NAME", "t"), ("JWT_HS256_SECRET", "hs-secret-xyz")]).unwrap();
-        assert!(!format!("{c:?}").contains("hs-secret-xyz"));
-        assert_eq!(c.jwt_hs256_secret.unwrap().expose(), "hs-secret-xyz");
+        let c = cfg(&[("TABLE_NAME", "t"), ("JWT_HS256_SECRET", SECRET)]).unwrap();
+        assert!(!format!("{c:?}").contains(SECRET));
+        assert_eq!(c.jwt_hs256_secret.unwrap().expose(), SECRET);
+    }
+
+    #[test]
+    fn a_short_hs256_secret_is_refused_at_start_without_showing_it() {
+        let short = "only-31-bytes-long-secret-value";
+        assert_eq!(short.len(), 31);
+        let e = cfg(&[("TABLE_NAME", "t"), ("JWT_HS256_SECRET", short)]).unwrap_err();
+        assert!(e.to_string().contains("JWT_HS256_SECRET"), "{e}");
+        assert!(e.to_string().contains("32"), "{e}");
+        assert!(!e.to_string().contains(short), "{e}");
+        let ok = &short.repeat(2)[..32];
+        assert!(cfg(&[("TABLE_NAME", "t"), ("JWT_HS256_SECRET", ok)]).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience_are_read_when_set() {
+        let c = cfg(&[
+            ("TABLE_NAME", "t"),
+            ("JWT_ISSUER", "https://p.supabase.co/auth/v1"),
+            ("JWT_AUDIENCE", "authenticated, other"),
+            ("JWT_HS256_SECRET_PARAMETER", "/teleagent/jwt"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.jwt_issuer.as_deref(),
+            Some("https://p.supabase.co/auth/v1")
+        );
+        assert_eq!(c.jwt_audience, ["authenticated", "other"]);
+        assert_eq!(
+            c.jwt_hs256_secret_parameter.as_deref(),
+            Some("/teleagent/jwt")
+        );
     }
 
     /// In Lambda 127.0.0.1:9001 is the Runtime API: the loopback switch needs a local stack.

@@ -1,6 +1,7 @@
 //! Test support: the local-stack harness and the Bitrix24 sandbox portal.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cfn;
 pub mod harness;
 pub mod local_run;
 pub mod poller;
