@@ -20,8 +20,9 @@ use tracing::{Level, Metadata};
 pub const PAYLOAD_TARGETS: &[&str] = &[
     "lambda_runtime",
     "lambda_http",
-    "aws_smithy",
-    "aws_sdk",
+    // Every AWS SDK crate: aws_smithy_*, aws_sdk_*, aws_sigv4 (signs requests), aws_runtime,
+    // aws_config (credentials).
+    "aws_",
     "hyper",
     "h2",
     "reqwest",
