@@ -3,6 +3,7 @@
 
 pub mod cfn;
 pub mod harness;
+pub mod iam;
 pub mod local_run;
 pub mod poller;
 pub mod runtime_api;

@@ -300,8 +300,13 @@ fn each_role_has_exactly_the_actions_its_function_needs_in(mode: &str, t: &Value
         ),
         (
             "bitrix-disconnect",
-            http(table_rw("DisconnectLogGroup", &[])),
-            "clears the connection: no key, no queue",
+            http(set(&[
+                "dynamodb:PutItem@Table",
+                "dynamodb:UpdateItem@Table",
+                "logs:CreateLogStream@DisconnectLogGroup",
+                "logs:PutLogEvents@DisconnectLogGroup",
+            ])),
+            "clears the connection with one update (no read), audits: no key, no queue",
         ),
         (
             "bitrix-status",
