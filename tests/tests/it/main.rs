@@ -6,7 +6,6 @@ mod crm;
 mod e2e;
 mod events;
 mod http_api;
-mod iam;
 mod mcp_client;
 mod sandbox;
 mod store;
