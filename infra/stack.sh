@@ -3,6 +3,7 @@
 # loopback port, and the demo resources (table with TTL, KMS key, FIFO lead queue + DLQ).
 #   infra/stack.sh setup       create/refresh .venv (pinned infra/requirements.txt)
 #   infra/stack.sh lint-setup  create/refresh .venv-lint (cfn-lint, checkov)
+#   infra/stack.sh sam-setup   create/refresh .venv-sam (AWS SAM CLI; checkov's pins clash with it)
 #   infra/stack.sh up          setup, start moto_server if not running, create resources,
 #                              write .local/stack.env (source it to point tools at the stack)
 #   infra/stack.sh down        stop what `up` started
@@ -12,6 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
 lintvenv="$root/.venv-lint"
+samvenv="$root/.venv-sam"
 state="$root/.local"
 mkdir -p "$state"
 
@@ -32,6 +34,7 @@ cmd=${1:-up}
 case "$cmd" in
   setup) ensure_venv "$venv" "$root/infra/requirements.txt" ;;
   lint-setup) ensure_venv "$lintvenv" "$root/infra/requirements-lint.txt" ;;
+  sam-setup) ensure_venv "$samvenv" "$root/infra/requirements-sam.txt" ;;
   up)
     ensure_venv "$venv" "$root/infra/requirements.txt"
     exec "$venv/bin/python" "$root/infra/local_stack.py" up --state "$state"
@@ -41,5 +44,5 @@ case "$cmd" in
       exec "$venv/bin/python" "$root/infra/local_stack.py" "$cmd" --state "$state"
     fi
     ;;
-  *) echo "usage: $0 setup|lint-setup|up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 setup|lint-setup|sam-setup|up|down|status" >&2; exit 2 ;;
 esac

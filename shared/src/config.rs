@@ -3,28 +3,15 @@
 
 use std::time::Duration;
 
-/// Bitrix24's cloud domains: the default `MCP_ALLOWED_HOSTS`.
-pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &[
-    "*.bitrix24.com",
-    "*.bitrix24.tech",
-    "*.bitrix24.ru",
-    "*.bitrix24.de",
-    "*.bitrix24.eu",
-    "*.bitrix24.by",
-    "*.bitrix24.kz",
-    "*.bitrix24.ua",
-    "*.bitrix24.es",
-    "*.bitrix24.fr",
-    "*.bitrix24.it",
-    "*.bitrix24.pl",
-    "*.bitrix24.uk",
-    "*.bitrix24.in",
-    "*.bitrix24.com.br",
-    "*.bitrix24.jp",
-    "*.bitrix24.cn",
-    "*.bitrix24.id",
-    "*.bitrix24.vn",
-];
+/// The default `MCP_ALLOWED_HOSTS`: Bitrix24's hosted MCP servers only (international cloud
+/// and the `.tech` cloud), not every portal under `*.bitrix24.*`, so a tenant's token is only
+/// ever sent to an MCP endpoint. An operator widens the list (`*.bitrix24.com`) on purpose.
+pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &["mcp.bitrix24.com", "mcp.bitrix24.tech"];
+
+/// HS256 secrets shorter than this are refused at start: RFC 7518 §3.2 asks for a key at least
+/// as long as the hash output (256 bits), and a short shared secret can be brute-forced offline
+/// from any one token, after which anyone can mint a token for any tenant.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
 /// The hosted Bitrix24 MCP server (international cloud).
 pub const DEFAULT_MCP_URL: &str = "https://mcp.bitrix24.com/mcp/";
@@ -50,6 +37,14 @@ pub struct Config {
     pub mcp_allow_loopback: bool,
     pub mcp_tool_map: Option<String>,
     pub jwt_hs256_secret: Option<crate::secret::SecretToken>,
+    /// In AWS: the name of the SSM SecureString holding the HS256 secret, read once per
+    /// container at init (`JWT_HS256_SECRET_PARAMETER`); the secret itself is never an
+    /// environment value there (`lambda:GetFunctionConfiguration` would show it).
+    pub jwt_hs256_secret_parameter: Option<String>,
+    /// `iss` an HS256 token must carry, when set.
+    pub jwt_issuer: Option<String>,
+    /// Accepted `aud` values of HS256 tokens (one must match), when set; comma list.
+    pub jwt_audience: Vec<String>,
     pub tenant_claim: String,
     pub token_cache_ttl: Duration,
     pub default_phone_region: Option<String>,
@@ -73,6 +68,12 @@ impl std::fmt::Debug for Config {
             .field("mcp_allow_loopback", &self.mcp_allow_loopback)
             .field("mcp_tool_map", &self.mcp_tool_map.as_ref().map(|_| "<set>"))
             .field("jwt_hs256_secret", &self.jwt_hs256_secret)
+            .field(
+                "jwt_hs256_secret_parameter",
+                &self.jwt_hs256_secret_parameter,
+            )
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
             .field("tenant_claim", &self.tenant_claim)
             .field("token_cache_ttl", &self.token_cache_ttl)
             .field("default_phone_region", &self.default_phone_region)
@@ -119,6 +120,30 @@ impl Config {
                 .collect(),
         };
         let mcp_allow_loopback = parse_bool("MCP_ALLOW_LOOPBACK", opt("MCP_ALLOW_LOOPBACK"))?;
+        let aws_endpoint_url = opt("AWS_ENDPOINT_URL");
+        // The loopback switch exists for the local sandbox. Inside Lambda, 127.0.0.1:9001 is the
+        // Runtime API (a tenant-chosen mcp_url there could read or answer invocations), so the
+        // switch is only honoured where AWS itself is a local stack on loopback.
+        if mcp_allow_loopback && !aws_endpoint_url.as_deref().is_some_and(is_loopback_url) {
+            return Err(ConfigError::Invalid {
+                name: "MCP_ALLOW_LOOPBACK",
+                reason: "true is for local runs only: it needs AWS_ENDPOINT_URL on a loopback \
+                         address (the local stack)"
+                    .into(),
+            });
+        }
+        let jwt_hs256_secret = match opt("JWT_HS256_SECRET") {
+            Some(s) => Some(parse_hs256_secret("JWT_HS256_SECRET", s)?),
+            None => None,
+        };
+        let jwt_audience: Vec<String> = opt("JWT_AUDIENCE")
+            .map(|list| {
+                list.split(',')
+                    .map(|a| a.trim().to_owned())
+                    .filter(|a| !a.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         let token_cache_ttl = Duration::from_secs(parse_num(
             "TOKEN_CACHE_TTL_SECS",
             opt("TOKEN_CACHE_TTL_SECS"),
@@ -157,11 +182,14 @@ impl Config {
             kms_key_id: opt("KMS_KEY_ID"),
             lead_queue_url: opt("LEAD_QUEUE_URL"),
             dead_letter_queue_url: opt("DEAD_LETTER_QUEUE_URL"),
-            aws_endpoint_url: opt("AWS_ENDPOINT_URL"),
+            aws_endpoint_url,
             mcp_allowed_hosts,
             mcp_allow_loopback,
             mcp_tool_map: opt("MCP_TOOL_MAP"),
-            jwt_hs256_secret: opt("JWT_HS256_SECRET").map(crate::secret::SecretToken::new),
+            jwt_hs256_secret,
+            jwt_hs256_secret_parameter: opt("JWT_HS256_SECRET_PARAMETER"),
+            jwt_issuer: opt("JWT_ISSUER"),
+            jwt_audience,
             tenant_claim: opt("TENANT_CLAIM").unwrap_or_else(|| "tenant_id".to_owned()),
             token_cache_ttl,
             default_phone_region,
@@ -186,6 +214,38 @@ impl Config {
         self.dead_letter_queue_url
             .as_deref()
             .ok_or(ConfigError::Missing("DEAD_LETTER_QUEUE_URL"))
+    }
+}
+
+/// The HS256 secret, refused when shorter than [`MIN_HS256_SECRET_BYTES`]; `source` names where
+/// it came from (the variable, or the SSM parameter) and the error never contains the value.
+pub fn parse_hs256_secret(
+    source: &'static str,
+    secret: String,
+) -> Result<crate::secret::SecretToken, ConfigError> {
+    if secret.len() < MIN_HS256_SECRET_BYTES {
+        return Err(ConfigError::Invalid {
+            name: source,
+            reason: format!(
+                "the HS256 secret has {} bytes; at least {MIN_HS256_SECRET_BYTES} are required",
+                secret.len()
+            ),
+        });
+    }
+    Ok(crate::secret::SecretToken::new(secret))
+}
+
+/// `http://127.0.0.1:4566`, `http://[::1]:5000`, `http://localhost:5000`: an endpoint on this
+/// machine. Anything that does not parse as a URL is not loopback.
+fn is_loopback_url(text: &str) -> bool {
+    match url::Url::parse(text)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 
@@ -237,7 +297,12 @@ mod tests {
         assert_eq!(c.tenant_claim, "tenant_id");
         assert_eq!(c.token_cache_ttl, Duration::from_secs(300));
         assert!(!c.mcp_allow_loopback);
-        assert!(c.mcp_allowed_hosts.contains(&"*.bitrix24.com".to_owned()));
+        assert_eq!(
+            c.mcp_allowed_hosts,
+            ["mcp.bitrix24.com", "mcp.bitrix24.tech"],
+            "by default a token goes to the hosted MCP servers only"
+        );
+        assert!(c.jwt_issuer.is_none() && c.jwt_audience.is_empty());
         assert_eq!(c.lead_queue_max_receive_count, 5);
         assert_eq!(
             c.require_kms_key_id().unwrap_err(),
@@ -263,10 +328,80 @@ mod tests {
         }
     }
 
+    const SECRET: &str = "hs-secret-xyz-0123456789-abcdefghij";
+
     #[test]
     fn secret_is_not_in_debug() {
-        let c = cfg(&[("TABLE_NAME", "t"), ("JWT_HS256_SECRET", "hs-secret-xyz")]).unwrap();
-        assert!(!format!("{c:?}").contains("hs-secret-xyz"));
-        assert_eq!(c.jwt_hs256_secret.unwrap().expose(), "hs-secret-xyz");
+        let c = cfg(&[("TABLE_NAME", "t"), ("JWT_HS256_SECRET", SECRET)]).unwrap();
+        assert!(!format!("{c:?}").contains(SECRET));
+        assert_eq!(c.jwt_hs256_secret.unwrap().expose(), SECRET);
+    }
+
+    #[test]
+    fn a_short_hs256_secret_is_refused_at_start_without_showing_it() {
+        let short = "only-31-bytes-long-secret-value";
+        assert_eq!(short.len(), 31);
+        let e = cfg(&[("TABLE_NAME", "t"), ("JWT_HS256_SECRET", short)]).unwrap_err();
+        assert!(e.to_string().contains("JWT_HS256_SECRET"), "{e}");
+        assert!(e.to_string().contains("32"), "{e}");
+        assert!(!e.to_string().contains(short), "{e}");
+        let ok = &short.repeat(2)[..32];
+        assert!(cfg(&[("TABLE_NAME", "t"), ("JWT_HS256_SECRET", ok)]).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience_are_read_when_set() {
+        let c = cfg(&[
+            ("TABLE_NAME", "t"),
+            ("JWT_ISSUER", "https://p.supabase.co/auth/v1"),
+            ("JWT_AUDIENCE", "authenticated, other"),
+            ("JWT_HS256_SECRET_PARAMETER", "/teleagent/jwt"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.jwt_issuer.as_deref(),
+            Some("https://p.supabase.co/auth/v1")
+        );
+        assert_eq!(c.jwt_audience, ["authenticated", "other"]);
+        assert_eq!(
+            c.jwt_hs256_secret_parameter.as_deref(),
+            Some("/teleagent/jwt")
+        );
+    }
+
+    /// In Lambda 127.0.0.1:9001 is the Runtime API: the loopback switch needs a local stack.
+    #[test]
+    fn loopback_switch_needs_a_loopback_aws_endpoint() {
+        let rows: [(Option<&str>, bool, &str); 8] = [
+            (None, false, "real AWS (no endpoint override), as in Lambda"),
+            (
+                Some("https://sqs.eu-west-1.amazonaws.com"),
+                false,
+                "a real AWS endpoint",
+            ),
+            (
+                Some("http://10.0.0.5:4566"),
+                false,
+                "a private address is not this machine",
+            ),
+            (Some("not a url"), false, "garbage"),
+            (Some("http://127.0.0.1:5000"), true, "moto on loopback"),
+            (Some("http://127.8.0.1:5000"), true, "anywhere in 127/8"),
+            (Some("http://[::1]:5000"), true, "v6 loopback"),
+            (Some("http://localhost:4566"), true, "localhost"),
+        ];
+        for (endpoint, ok, why) in rows {
+            let mut pairs = vec![("TABLE_NAME", "t"), ("MCP_ALLOW_LOOPBACK", "true")];
+            if let Some(e) = endpoint {
+                pairs.push(("AWS_ENDPOINT_URL", e));
+            }
+            let got = cfg(&pairs);
+            assert_eq!(got.is_ok(), ok, "{why}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("MCP_ALLOW_LOOPBACK"), "{why}: {e}");
+            }
+        }
+        // The switch off never needs anything.
+        assert!(cfg(&[("TABLE_NAME", "t"), ("MCP_ALLOW_LOOPBACK", "false")]).is_ok());
     }
 }

@@ -15,5 +15,6 @@ pub mod phone;
 pub mod secret;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 pub mod tenant;
 pub mod vault;

@@ -180,6 +180,10 @@ pub struct PollerOptions {
     pub concurrency: usize,
     /// Region written into each record's `awsRegion`.
     pub region: String,
+    /// The dead-letter queue's URL when the caller knows it. Otherwise it is looked up with
+    /// `GetQueueUrl`, which the real event source mapping never calls (so a poller running with
+    /// a function's own credentials passes the URL, and the role needs no such permission).
+    pub dead_letter_queue_url: Option<String>,
 }
 
 impl Default for PollerOptions {
@@ -189,6 +193,7 @@ impl Default for PollerOptions {
             wait_time_secs: 1,
             concurrency: 1,
             region: "us-east-1".into(),
+            dead_letter_queue_url: None,
         }
     }
 }
@@ -287,16 +292,20 @@ impl<I: Invoker> Poller<I> {
                     _ => None,
                 }
                 .ok_or_else(|| PollerError::QueueAttributes("no maxReceiveCount".into()))?;
-                let dlq_arn = p["deadLetterTargetArn"].as_str().unwrap_or_default();
-                let dlq_name = dlq_arn.rsplit(':').next().unwrap_or_default();
-                let dlq_url = sqs
-                    .get_queue_url()
-                    .queue_name(dlq_name)
-                    .send()
-                    .await
-                    .map_err(sqs_err("GetQueueUrl"))?
-                    .queue_url
-                    .ok_or_else(|| PollerError::QueueAttributes("DLQ has no url".into()))?;
+                let dlq_url = match &opts.dead_letter_queue_url {
+                    Some(url) => url.clone(),
+                    None => {
+                        let dlq_arn = p["deadLetterTargetArn"].as_str().unwrap_or_default();
+                        let dlq_name = dlq_arn.rsplit(':').next().unwrap_or_default();
+                        sqs.get_queue_url()
+                            .queue_name(dlq_name)
+                            .send()
+                            .await
+                            .map_err(sqs_err("GetQueueUrl"))?
+                            .queue_url
+                            .ok_or_else(|| PollerError::QueueAttributes("DLQ has no url".into()))?
+                    }
+                };
                 Some((u32::try_from(max).unwrap_or(u32::MAX), dlq_url))
             }
         };

@@ -6,7 +6,7 @@ use shared::http::{StoreApp, disconnect};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    shared::telemetry::init();
     let app = StoreApp::from_env().await?;
     let app = &app;
     lambda_http::run(service_fn(move |req: Request| disconnect(app, req))).await

@@ -6,7 +6,7 @@ use shared::http::{StoreApp, status};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    shared::telemetry::init();
     let app = StoreApp::from_env().await?;
     let app = &app;
     lambda_http::run(service_fn(move |req: Request| status(app, req))).await

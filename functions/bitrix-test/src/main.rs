@@ -6,7 +6,7 @@ use shared::http::{App, test};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    shared::telemetry::init();
     let app = App::from_env().await?;
     let app = &app;
     lambda_http::run(service_fn(move |req: Request| test(app, req))).await

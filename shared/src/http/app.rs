@@ -3,6 +3,11 @@
 //! - [`StoreApp`] (status, disconnect): the configuration and the DynamoDB store;
 //! - [`App`] (connect, test): also the vault (KMS), the MCP client (one connection pool with the
 //!   SSRF guard) and the SQS client (a pass re-sends parked events to the lead queue).
+//!
+//! Both read the HS256 sign-in secret at init when `JWT_HS256_SECRET_PARAMETER` names an SSM
+//! SecureString ([`resolve_hs256_secret`]): once per container, so a warm invocation costs no
+//! SSM call, and the secret never sits in the function's environment, where anyone allowed
+//! `lambda:GetFunctionConfiguration` could read it and mint a token for any tenant.
 
 use crate::aws::AwsClients;
 use crate::config::{Config, ConfigError};
@@ -17,6 +22,63 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error("the MCP HTTP client could not be built")]
     Mcp(#[source] McpError),
+    /// The HS256 secret's SSM parameter could not be read (missing, no permission, or its KMS
+    /// key refused). The error names the parameter, never its value.
+    #[error("the HS256 secret could not be read from SSM parameter {parameter}")]
+    SigningSecret {
+        parameter: String,
+        #[source]
+        source: Box<aws_sdk_ssm::Error>,
+    },
+    /// The SSM parameter exists but holds no value.
+    #[error("SSM parameter {parameter} holds no HS256 secret")]
+    SigningSecretEmpty { parameter: String },
+}
+
+/// When `JWT_HS256_SECRET_PARAMETER` is set, reads that SSM parameter (decrypted: a
+/// SecureString) into `config.jwt_hs256_secret`, refusing a secret under 32 bytes like the
+/// environment variable. A value already in `JWT_HS256_SECRET` (local runs) is kept only when no
+/// parameter is named.
+pub async fn resolve_hs256_secret(
+    config: &mut Config,
+    ssm: &aws_sdk_ssm::Client,
+) -> Result<(), AppError> {
+    let Some(parameter) = config.jwt_hs256_secret_parameter.clone() else {
+        return Ok(());
+    };
+    let out = ssm
+        .get_parameter()
+        .name(&parameter)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| AppError::SigningSecret {
+            parameter: parameter.clone(),
+            source: Box::new(e.into()),
+        })?;
+    let value = out
+        .parameter
+        .and_then(|p| p.value)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| AppError::SigningSecretEmpty {
+            parameter: parameter.clone(),
+        })?;
+    config.jwt_hs256_secret = Some(crate::config::parse_hs256_secret(
+        "JWT_HS256_SECRET_PARAMETER",
+        value,
+    )?);
+    Ok(())
+}
+
+/// The SSM client, only when a parameter is named (the JWT-authorizer mode makes no SSM call).
+async fn load_hs256_secret(
+    config: &mut Config,
+    sdk: &aws_config::SdkConfig,
+) -> Result<(), AppError> {
+    if config.jwt_hs256_secret_parameter.is_none() {
+        return Ok(());
+    }
+    resolve_hs256_secret(config, &aws_sdk_ssm::Client::new(sdk)).await
 }
 
 /// Per-container state of the routes that only read or clear the stored integration.
@@ -27,10 +89,12 @@ pub struct StoreApp {
 }
 
 impl StoreApp {
-    /// Reads the environment (design.md §7) and builds the DynamoDB client only; no network I/O.
+    /// Reads the environment and builds the DynamoDB client only; the one network call is the
+    /// HS256 secret's SSM read, when a parameter is named.
     pub async fn from_env() -> Result<Self, AppError> {
-        let config = Config::from_env()?;
+        let mut config = Config::from_env()?;
         let sdk = crate::aws::sdk_config().await;
+        load_hs256_secret(&mut config, &sdk).await?;
         Ok(Self::new(config, aws_sdk_dynamodb::Client::new(&sdk)))
     }
 
@@ -54,12 +118,13 @@ pub struct App {
 }
 
 impl App {
-    /// Reads the environment (design.md §7) and builds the AWS clients from the standard SDK
-    /// environment; no network I/O happens here.
+    /// Reads the environment and builds the AWS clients from the standard SDK environment; the
+    /// one network call is the HS256 secret's SSM read, when a parameter is named.
     pub async fn from_env() -> Result<Self, AppError> {
-        let config = Config::from_env()?;
-        let clients = AwsClients::from_env().await;
-        Self::new(config, &clients)
+        let mut config = Config::from_env()?;
+        let sdk = crate::aws::sdk_config().await;
+        load_hs256_secret(&mut config, &sdk).await?;
+        Self::new(config, &AwsClients::from_sdk_config(&sdk))
     }
 
     /// Builds the state from a configuration and clients (tests pass moto-backed ones).

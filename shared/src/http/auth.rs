@@ -2,9 +2,18 @@
 //! unverified header (design.md §2). Two verifiers, both first-class:
 //! - API Gateway's JWT authorizer: it verified the token; its claims arrive in the request context
 //!   as strings (a nested object claim arrives as a JSON string);
-//! - `JWT_HS256_SECRET`: when set and no authorizer context is present (local runs under
-//!   `cargo lambda watch`, or a route without an authorizer), the function verifies
-//!   `Authorization: Bearer <JWT>` itself: HS256 only, signature, `exp` and `nbf`.
+//! - an HS256 secret: when configured and no authorizer context is present (the template's
+//!   `hs256` sign-in mode, whose routes have no gateway authorizer; local runs under
+//!   `cargo lambda watch`), the function verifies `Authorization: Bearer <JWT>` itself: HS256
+//!   only, signature, `exp`, `nbf`, and `iss`/`aud` when `JWT_ISSUER`/`JWT_AUDIENCE` are set.
+//!   In AWS the secret is an SSM SecureString read once per container (`http::app`); locally it
+//!   is `JWT_HS256_SECRET`.
+//!
+//! The `hs256` mode verifies in each function rather than in a Lambda REQUEST authorizer: the
+//! check is a few microseconds of HMAC inside a container that is already running, where an
+//! authorizer would add a second function (its own cold start, role and log group) in front of
+//! every uncached request; and a rejection stays this API's JSON answer (`{"detail"}`, plus
+//! `ok`/`message` on test) instead of API Gateway's fixed `{"message": "Unauthorized"}`.
 
 use std::collections::HashMap;
 
@@ -67,7 +76,20 @@ pub fn tenant_from_request(req: &Request, cfg: &Config) -> Result<TenantId, Auth
         })
         .filter(|t| !t.is_empty())
         .ok_or(AuthError::BadHeader)?;
-    tenant_from_hs256(token, secret.expose().as_bytes(), &cfg.tenant_claim)
+    let rules = Hs256Rules {
+        issuer: cfg.jwt_issuer.as_deref(),
+        audience: &cfg.jwt_audience,
+    };
+    tenant_from_hs256(token, secret.expose().as_bytes(), &cfg.tenant_claim, &rules)
+}
+
+/// The optional claim checks of HS256 tokens (`JWT_ISSUER`, `JWT_AUDIENCE`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hs256Rules<'a> {
+    /// When set, `iss` must equal it.
+    pub issuer: Option<&'a str>,
+    /// When not empty, `aud` (a string or a list) must contain one of these (Supabase: `authenticated`).
+    pub audience: &'a [String],
 }
 
 /// The JWT authorizer's claims, when the request context has them. `request_context_ref` (not
@@ -82,16 +104,31 @@ fn authorizer_claims(req: &Request) -> Option<&HashMap<String, String>> {
 }
 
 /// Verifies an HS256 JWT (signature, `exp` required, `nbf` when present, 30 s leeway; the
-/// algorithm is fixed, so `none` or RS256 headers are refused) and reads the tenant claim.
-pub fn tenant_from_hs256(token: &str, secret: &[u8], claim: &str) -> Result<TenantId, AuthError> {
+/// algorithm is fixed, so `none` or RS256 headers are refused), then `iss`/`aud` as `rules`
+/// ask, and reads the tenant claim.
+pub fn tenant_from_hs256(
+    token: &str,
+    secret: &[u8],
+    claim: &str,
+    rules: &Hs256Rules<'_>,
+) -> Result<TenantId, AuthError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = LEEWAY_SECS;
     validation.validate_exp = true;
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp"]);
-    // Supabase tokens carry `aud: "authenticated"`; the tenant claim, not the audience, is what
-    // scopes access here, and no audience is configured.
-    validation.validate_aud = false;
+    let mut required = vec!["exp"];
+    if let Some(iss) = rules.issuer {
+        validation.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    if rules.audience.is_empty() {
+        // Without JWT_AUDIENCE an `aud` claim (Supabase sends "authenticated") is not checked.
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(rules.audience);
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
     let data = jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(secret), &validation)
         .map_err(|e| AuthError::InvalidToken {
             kind: format!("{:?}", e.kind()),
@@ -232,11 +269,75 @@ mod tests {
             ),
         ];
         for (token, claim, want, why) in rows {
-            let got = tenant_from_hs256(&token, SECRET, claim);
+            let got = tenant_from_hs256(&token, SECRET, claim, &Hs256Rules::default());
             match (want, got) {
                 (Ok(id), Ok(t)) => assert_eq!(t.as_str(), id, "{why}"),
                 (Err(pred), Err(e)) => assert!(pred(&e), "{why}: {e:?}"),
                 (w, g) => panic!("{why}: wanted ok={} got {g:?}", w.is_ok()),
+            }
+        }
+    }
+
+    /// `JWT_ISSUER`/`JWT_AUDIENCE` are checked when set, and only then.
+    #[test]
+    fn issuer_and_audience_when_configured() {
+        let t = now();
+        let iss = "https://p.supabase.co/auth/v1";
+        let aud = vec!["authenticated".to_owned()];
+        let strict = Hs256Rules {
+            issuer: Some(iss),
+            audience: &aud,
+        };
+        let ok = |c: Value| sign(c, Algorithm::HS256, SECRET);
+        let rows: Vec<(Value, Hs256Rules<'_>, bool, &str)> = vec![
+            (
+                json!({"tenant_id": "t", "exp": t + 60, "iss": iss, "aud": "authenticated"}),
+                strict,
+                true,
+                "Supabase-shaped token",
+            ),
+            (
+                json!({"tenant_id": "t", "exp": t + 60, "iss": iss, "aud": ["x", "authenticated"]}),
+                strict,
+                true,
+                "aud as a list",
+            ),
+            (
+                json!({"tenant_id": "t", "exp": t + 60, "iss": "https://evil", "aud": "authenticated"}),
+                strict,
+                false,
+                "wrong issuer",
+            ),
+            (
+                json!({"tenant_id": "t", "exp": t + 60, "aud": "authenticated"}),
+                strict,
+                false,
+                "no iss when required",
+            ),
+            (
+                json!({"tenant_id": "t", "exp": t + 60, "iss": iss, "aud": "anon"}),
+                strict,
+                false,
+                "wrong audience",
+            ),
+            (
+                json!({"tenant_id": "t", "exp": t + 60, "iss": iss}),
+                strict,
+                false,
+                "no aud when required",
+            ),
+            (
+                json!({"tenant_id": "t", "exp": t + 60, "iss": "anything", "aud": "anon"}),
+                Hs256Rules::default(),
+                true,
+                "unchecked when not configured",
+            ),
+        ];
+        for (claims, rules, pass, why) in rows {
+            let got = tenant_from_hs256(&ok(claims), SECRET, "tenant_id", &rules);
+            assert_eq!(got.is_ok(), pass, "{why}: {got:?}");
+            if let Err(e) = got {
+                assert!(matches!(e, AuthError::InvalidToken { .. }), "{why}: {e:?}");
             }
         }
     }
@@ -251,7 +352,7 @@ mod tests {
             b64(&json!({"tenant_id": "t-1", "exp": t + 60}))
         );
         assert!(matches!(
-            tenant_from_hs256(&token, SECRET, "tenant_id"),
+            tenant_from_hs256(&token, SECRET, "tenant_id", &Hs256Rules::default()),
             Err(AuthError::InvalidToken { .. })
         ));
     }
@@ -292,7 +393,7 @@ mod tests {
     #[test]
     fn errors_never_echo_the_token() {
         let token = "eyJhbGciOiJIUzI1NiJ9.eyJ0ZW5hbnRfaWQiOiJ4In0.c2VjcmV0LXNpZw";
-        let e = tenant_from_hs256(token, SECRET, "tenant_id").unwrap_err();
+        let e = tenant_from_hs256(token, SECRET, "tenant_id", &Hs256Rules::default()).unwrap_err();
         assert!(!e.to_string().contains("c2VjcmV0") && !format!("{e:?}").contains("c2VjcmV0"));
     }
 }

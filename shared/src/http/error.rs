@@ -3,7 +3,7 @@
 //! go to the log (by `Debug`, which keeps the source chain), never to the body.
 
 use lambda_http::{Body, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::auth::AuthError;
 
@@ -79,6 +79,27 @@ impl ApiError {
     /// The response; logs server-side failures with their cause chain, and client errors at
     /// info (they are expected, but a burst of 401s is worth seeing).
     pub fn into_response(self) -> Response<Body> {
+        self.into_response_with(|_| serde_json::Map::new())
+    }
+
+    /// The response of the test route: `{"detail"}` plus `"ok": false` and `"message"` with the
+    /// same text. The TeleAgent web UI reads `ok` and `message` from test's answer whatever its
+    /// status (a 401 after the session expired, a 400 after a disconnect in another tab) and
+    /// would otherwise show "Test failed: undefined"; `detail` stays for every other client.
+    pub fn into_test_response(self) -> Response<Body> {
+        self.into_response_with(|detail| {
+            serde_json::Map::from_iter([
+                ("ok".to_owned(), Value::Bool(false)),
+                ("message".to_owned(), Value::String(detail.to_owned())),
+            ])
+        })
+    }
+
+    /// The response, with route-specific fields (built from the detail text) beside `detail`.
+    fn into_response_with(
+        self,
+        extra: impl FnOnce(&str) -> serde_json::Map<String, Value>,
+    ) -> Response<Body> {
         let status = self.status();
         match &self {
             Self::Unavailable { what, source } | Self::Internal { what, source } => {
@@ -89,7 +110,10 @@ impl ApiError {
             }
             other => tracing::info!(status = status.as_u16(), detail = %other, "request refused"),
         }
-        let mut resp = json_response(status, &json!({ "detail": self.to_string() }));
+        let detail = self.to_string();
+        let mut body = extra(&detail);
+        body.insert("detail".to_owned(), Value::String(detail));
+        let mut resp = json_response(status, &Value::Object(body));
         match &self {
             Self::MethodNotAllowed { allowed } => {
                 if let Ok(v) = http::HeaderValue::from_str(allowed.as_str()) {
@@ -186,6 +210,22 @@ mod tests {
                 !detail.contains("secret-cause"),
                 "cause leaked into {detail:?}"
             );
+        }
+    }
+
+    #[test]
+    fn test_route_errors_carry_ok_false_and_message_equal_to_detail() {
+        for err in [
+            ApiError::NotConfigured,
+            ApiError::Unauthorized(AuthError::Missing),
+            ApiError::PayloadTooLarge,
+            ApiError::internal("read", std::io::Error::other("x")),
+        ] {
+            let resp = err.into_test_response();
+            let body = body_of(&resp);
+            assert_eq!(body["ok"], false, "{body}");
+            assert_eq!(body["message"], body["detail"], "{body}");
+            assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
         }
     }
 

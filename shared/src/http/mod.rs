@@ -66,12 +66,16 @@ impl Route {
 /// `POST /connect`. Always a JSON response; the `Result` only satisfies `lambda_http::run`'s
 /// service bound and is never `Err` (the same holds for the other three entry points).
 pub async fn connect(app: &App, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(respond(connect::connect(app, req).await))
+    Ok(respond(
+        connect::connect(app, sensitive_authorization(req)).await,
+    ))
 }
 
-/// `POST /test`.
+/// `POST /test`. Its failures also carry `ok: false` and `message` ([`ApiError::into_test_response`]).
 pub async fn test(app: &App, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(respond(test::test(app, req).await))
+    Ok(test::test(app, sensitive_authorization(req))
+        .await
+        .unwrap_or_else(ApiError::into_test_response))
 }
 
 /// `POST /disconnect`.
@@ -79,12 +83,25 @@ pub async fn disconnect(
     app: &StoreApp,
     req: Request,
 ) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(respond(disconnect::disconnect(app, req).await))
+    Ok(respond(
+        disconnect::disconnect(app, sensitive_authorization(req)).await,
+    ))
 }
 
 /// `GET /status`.
 pub async fn status(app: &StoreApp, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(respond(status::status(app, req).await))
+    Ok(respond(
+        status::status(app, sensitive_authorization(req)).await,
+    ))
+}
+
+/// Marks the `Authorization` header sensitive, so a `Debug` of the request or its headers (in a
+/// log line, an error, a panic message) prints `Sensitive` instead of the bearer JWT.
+pub fn sensitive_authorization(mut req: Request) -> Request {
+    if let Some(v) = req.headers_mut().get_mut(http::header::AUTHORIZATION) {
+        v.set_sensitive(true);
+    }
+    req
 }
 
 /// Every route's outcome becomes a response here; failures through [`ApiError::into_response`].
@@ -128,5 +145,28 @@ async fn replay(app: &App, tenant: &crate::tenant::TenantId) {
     };
     if let Err(e) = crate::sync::replay::request_replay(&app.sqs, queue, tenant, true).await {
         tracing::warn!(error = ?e, "replay not requested; parked events stay parked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_authorization_header_is_never_printed() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJ0ZW5hbnRfaWQiOiJ0In0.SIGNATURE-PART";
+        let req = http::Request::builder()
+            .header(http::header::AUTHORIZATION, format!("Bearer {jwt}"))
+            .body(lambda_http::Body::Empty)
+            .unwrap_or_default();
+        assert!(
+            format!("{req:?}").contains("SIGNATURE-PART"),
+            "the header is there to hide"
+        );
+        let req = super::sensitive_authorization(req);
+        let printed = format!("{req:?} {:?}", req.headers());
+        assert!(!printed.contains("SIGNATURE-PART"), "{printed}");
+        assert!(
+            req.headers().contains_key(http::header::AUTHORIZATION),
+            "still sent on"
+        );
     }
 }

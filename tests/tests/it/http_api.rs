@@ -414,7 +414,10 @@ async fn connect_test_status_disconnect_round_trip_without_leaking_the_token() {
     );
     let tst = fx.send(Route::Test, &tenant, None).await;
     assert_eq!(tst.status, 400);
-    assert_eq!(tst.body, json!({"detail": "Bitrix24 MCP not configured"}));
+    assert_eq!(
+        tst.body,
+        json!({"detail": "Bitrix24 MCP not configured", "ok": false, "message": "Bitrix24 MCP not configured"})
+    );
     raws.push(tst.raw);
 
     for raw in &raws {
@@ -1073,4 +1076,127 @@ async fn revoked_token_turns_error_and_a_passing_test_heals_and_replays_parked_e
         !text.contains(&token) && !text.contains(&fresh),
         "token leaked into the logs"
     );
+}
+
+/// The web UI's Test button reads `data.ok` and `data.message` whatever the status: every error
+/// answer of test carries `ok: false` and a `message` equal to `detail` (else the UI would show
+/// "Test failed: undefined" after a disconnect in another tab or with an expired session).
+#[tokio::test]
+async fn every_error_answer_of_test_carries_ok_false_and_its_message() {
+    let fx = fixture(&[("JWT_HS256_SECRET", HS_SECRET)]).await;
+    let tenant = tenant_id();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let jwt = |exp: i64| {
+        hs256(
+            json!({"tenant_id": tenant, "exp": exp}),
+            Algorithm::HS256,
+            HS_SECRET,
+        )
+    };
+    let bearer = |t: String| Auth::Header(Some(format!("Bearer {t}")));
+    let too_large = "x".repeat(shared::http::MAX_BODY_BYTES + 1);
+    let rows: Vec<(Auth, Option<&str>, u16, &str)> = vec![
+        (
+            claims_for(&tenant),
+            None,
+            400,
+            "not configured (never connected, or disconnected in another tab)",
+        ),
+        (Auth::Header(None), None, 401, "no JWT"),
+        (
+            bearer(jwt(now - 3600)),
+            None,
+            401,
+            "expired JWT (session expired)",
+        ),
+        (
+            bearer(jwt(now + 300)),
+            Some(too_large.as_str()),
+            413,
+            "body too large",
+        ),
+    ];
+    for (auth, body, status, why) in rows {
+        let a = call(&fx.app, Route::Test, event(Route::Test, &auth, body, None)).await;
+        assert_eq!(a.status, status, "{why}: {}", a.raw);
+        assert_eq!(a.body["ok"], false, "{why}: {}", a.raw);
+        let detail = a.body["detail"].as_str().unwrap_or_default();
+        assert!(!detail.is_empty(), "{why}: detail stays for other clients");
+        assert_eq!(a.body["message"], detail, "{why}: message equals detail");
+    }
+}
+
+/// The hs256 sign-in mode in AWS: the secret is an SSM SecureString read once at start (never an
+/// environment value); a secret under 32 bytes is refused at start, and the errors name the
+/// parameter, never the value.
+#[tokio::test]
+async fn the_hs256_secret_comes_from_an_ssm_securestring_read_at_start() {
+    let env = TestEnv::new().await;
+    let ssm = aws_sdk_ssm::Client::new(&teleagent_tests::harness::sdk_config().await);
+    let name = format!("/teleagent-test/{}/jwt", uuid::Uuid::new_v4().simple());
+    let put = |n: String, v: &'static str| {
+        let ssm = ssm.clone();
+        async move {
+            ssm.put_parameter()
+                .name(n)
+                .value(v)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    put(name.clone(), HS_SECRET).await;
+    let with_parameter = |n: &str| {
+        env.config_with(&[
+            ("MCP_ALLOW_LOOPBACK", "true"),
+            ("JWT_HS256_SECRET_PARAMETER", n),
+        ])
+    };
+
+    let mut cfg = with_parameter(&name);
+    assert!(
+        cfg.jwt_hs256_secret.is_none(),
+        "nothing secret in the environment"
+    );
+    shared::http::app::resolve_hs256_secret(&mut cfg, &ssm)
+        .await
+        .unwrap();
+    let app = App::new(cfg, &env.clients).unwrap();
+    let tenant = tenant_id();
+    let jwt = hs256(
+        json!({"tenant_id": tenant, "exp": OffsetDateTime::now_utc().unix_timestamp() + 300}),
+        Algorithm::HS256,
+        HS_SECRET,
+    );
+    let ok = Auth::Header(Some(format!("Bearer {jwt}")));
+    let a = call(&app, Route::Status, event(Route::Status, &ok, None, None)).await;
+    assert_eq!(
+        a.status, 200,
+        "a token signed with the parameter's secret: {}",
+        a.raw
+    );
+
+    let short = format!("{name}-short");
+    put(short.clone(), "too-short-secret").await;
+    let missing = format!("{name}-missing");
+    for (n, why) in [
+        (short, "a secret under 32 bytes"),
+        (missing, "no such parameter"),
+    ] {
+        let mut cfg = with_parameter(&n);
+        let e = shared::http::app::resolve_hs256_secret(&mut cfg, &ssm)
+            .await
+            .expect_err(why);
+        let text = format!("{e} {e:?}");
+        assert!(
+            text.contains("JWT_HS256_SECRET_PARAMETER") || text.contains(&n),
+            "{why}: {text}"
+        );
+        assert!(
+            !text.contains("too-short-secret"),
+            "{why}: the value leaked: {text}"
+        );
+        assert!(cfg.jwt_hs256_secret.is_none(), "{why}");
+    }
 }
