@@ -1,4 +1,5 @@
-//! Configuration, read once per container from the environment variables of design.md §7.
+//! Configuration, read once per container from the environment variables (the README's
+//! "Configuration" table lists them).
 //! The same names are used by every function, the local stack, the tests and the SAM template.
 
 use std::time::Duration;

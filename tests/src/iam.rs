@@ -70,7 +70,7 @@ pub struct IamMoto {
     pub admin: Keys,
 }
 
-/// Starts moto_server on a free port with IAM enforcement after [`FREE_REQUESTS`] requests and
+/// Starts moto_server on a free port with IAM enforcement after `FREE_REQUESTS` requests and
 /// the request recorder on, creates the administrator, and returns once it answers. A supervisor
 /// shell stops the server when this test process exits (statics are never dropped).
 pub async fn start_moto() -> Result<IamMoto, String> {

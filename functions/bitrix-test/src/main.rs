@@ -1,4 +1,4 @@
-//! `bitrix-test`: API Gateway HTTP API (payload v2) -> `shared::http::test`.
+//! `bitrix-test`: API Gateway HTTP API (payload v2) -> `shared::http::test` (the route in `shared::http::test_connection`).
 //! Wiring only: tracing, the per-container state (config, DynamoDB, KMS and SQS clients, the MCP client), the runtime.
 
 use lambda_http::{Error, Request, service_fn};

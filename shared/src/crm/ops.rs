@@ -76,7 +76,7 @@ impl Operation {
         Self::ALL.into_iter().find(|op| op.key() == key)
     }
 
-    /// Words a tenant can act on: "this Bitrix24 MCP server offers no tool to <purpose>".
+    /// Words a tenant can act on: "this Bitrix24 MCP server offers no tool to `purpose`".
     pub fn purpose(self) -> &'static str {
         match self {
             Operation::FindByPhone => "find leads by phone",

@@ -23,7 +23,7 @@ use crate::tenant::TenantId;
 /// `$comment` does.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_CUSTOMER_ID_CHARS: usize = 64;
-/// Shorter than a `TenantId` may be (128) so that "<tenant>:<customer>" fits SQS's 128-character
+/// Shorter than a `TenantId` may be (128) so that `<tenant>:<customer>` fits SQS's 128-character
 /// `MessageGroupId` (63 + 1 + 64); TeleAgent's tenant ids are 36-character UUIDs.
 pub const MAX_EVENT_TENANT_ID_CHARS: usize = 63;
 pub const MAX_NAME_CHARS: usize = 200;

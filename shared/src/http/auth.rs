@@ -1,5 +1,5 @@
 //! Who is calling: the tenant id from a VERIFIED JWT, never from the body, a query or an
-//! unverified header (design.md §2). Two verifiers, both first-class:
+//! unverified header. Two verifiers, both first-class:
 //! - API Gateway's JWT authorizer: it verified the token; its claims arrive in the request context
 //!   as strings (a nested object claim arrives as a JSON string);
 //! - an HS256 secret: when configured and no authorizer context is present (the template's
@@ -48,7 +48,7 @@ pub enum AuthError {
     BadTenant,
 }
 
-/// The tenant of this request (design.md §2). With authorizer JWT claims present they are the
+/// The tenant of this request. With authorizer JWT claims present they are the
 /// only source (no fallback to a bearer token the gateway did not check); otherwise the bearer
 /// JWT is verified with `JWT_HS256_SECRET` when configured; otherwise 401.
 pub fn tenant_from_request(req: &Request, cfg: &Config) -> Result<TenantId, AuthError> {
@@ -93,7 +93,7 @@ pub struct Hs256Rules<'a> {
 }
 
 /// The JWT authorizer's claims, when the request context has them. `request_context_ref` (not
-/// `request_context`, which panics without a context: facts §6).
+/// `request_context`, which panics without a context).
 fn authorizer_claims(req: &Request) -> Option<&HashMap<String, String>> {
     match req.request_context_ref()? {
         RequestContext::ApiGatewayV2(ctx) => {

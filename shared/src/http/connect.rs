@@ -1,5 +1,5 @@
 //! `POST /api/bitrix-mcp/connect`: validate the body, prove the token live against the MCP
-//! server, and only then encrypt and store it (design.md §2). A failed check stores nothing.
+//! server, and only then encrypt and store it. A failed check stores nothing.
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;

@@ -1,4 +1,4 @@
-//! The HTTP API of design.md §2 (`/api/bitrix-mcp/{connect,test,disconnect,status}`), served by
+//! The HTTP API (`/api/bitrix-mcp/{connect,test,disconnect,status}`, the README's "HTTP API"), served by
 //! four Lambda functions behind API Gateway HTTP API (payload v2) through `lambda_http`.
 //!
 //! `app` is the state built once per container, `auth` turns a request into a [`TenantId`]
@@ -6,7 +6,7 @@
 //! responses, and one file per route holds that route's rules. Every handler answers JSON and never
 //! returns `Err` to the runtime: a runtime error would become API Gateway's non-JSON 502.
 //!
-//! There is one entry point per route ([`connect`], [`test`], [`disconnect`], [`status`]) rather
+//! There is one entry point per route ([`connect`], [`test`](fn@test), [`disconnect`], [`status`]) rather
 //! than one dispatcher: each function's `main` names only its route, so the linker keeps only that
 //! route's code and state (status and disconnect carry no KMS, SQS or MCP client).
 //!
@@ -18,7 +18,7 @@ mod connect;
 mod disconnect;
 pub mod error;
 mod status;
-mod test;
+mod test_connection;
 
 use lambda_http::{Body, Request, Response};
 
@@ -31,7 +31,7 @@ pub use error::ApiError;
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Deadline of the whole live check, kept under API Gateway's 29 s so nothing is stored after the
-/// web UI gave up (design.md §2).
+/// web UI gave up.
 pub const LIVE_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The four routes; each function serves one of them.
@@ -73,7 +73,7 @@ pub async fn connect(app: &App, req: Request) -> Result<Response<Body>, lambda_h
 
 /// `POST /test`. Its failures also carry `ok: false` and `message` ([`ApiError::into_test_response`]).
 pub async fn test(app: &App, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(test::test(app, sensitive_authorization(req))
+    Ok(test_connection::test(app, sensitive_authorization(req))
         .await
         .unwrap_or_else(ApiError::into_test_response))
 }

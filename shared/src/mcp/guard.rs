@@ -1,6 +1,6 @@
 //! The SSRF guard: which MCP URLs a tenant may give us, and which addresses the HTTP client may
 //! connect to. `check` runs on the URL text; `address_allowed` runs on every address a host name
-//! resolves to (see [`GuardedResolver`]), because a listed name can still point at 127.0.0.1 or
+//! resolves to (see `GuardedResolver`), because a listed name can still point at 127.0.0.1 or
 //! the cloud metadata service.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

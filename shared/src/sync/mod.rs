@@ -1,6 +1,6 @@
 //! lead-sync's core: one lead event in, one [`Outcome`] out.
 //!
-//! - [`engine`]: the steps of one event, start to end;
+//! - `engine`: the steps of one event, start to end ([`SyncEngine`]);
 //! - [`connections`]: the per-container cache of tenants' tokens, bindings and MCP sessions, and
 //!   the rate gate in front of every lead operation;
 //! - [`resolution`]: finding the customer's lead (link, ORIGIN_ID, phone, create) and what is

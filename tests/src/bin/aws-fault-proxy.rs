@@ -4,7 +4,7 @@
 //! SIGINT or SIGTERM. Point the SDK (`AWS_ENDPOINT_URL`) at that URL; change the faults with
 //! `curl -X POST $AWS_FAULT_PROXY_URL/__faults -d @plan.json`, read counters at `/__faults/stats`.
 //!
-//! Usage: aws-fault-proxy [--upstream URL] [--port N] [--plan JSON|@FILE]
+//! Usage: `aws-fault-proxy [--upstream URL] [--port N] [--plan JSON|@FILE]`
 //! `--upstream` defaults to `AWS_ENDPOINT_URL` (source `.local/stack.env` first).
 
 use std::io::Write;

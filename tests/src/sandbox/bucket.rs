@@ -1,4 +1,4 @@
-//! The portal's leaky bucket (facts §4): one per portal, shared by every token; each
+//! The portal's leaky bucket (2 requests/s, 50 deep on standard plans): one per portal, shared by every token; each
 //! `tools/call` adds one, the level drains continuously, and a call that would overflow the
 //! depth is refused (HTTP 503 QUERY_LIMIT_EXCEEDED) without being added.
 

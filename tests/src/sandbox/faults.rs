@@ -1,4 +1,4 @@
-//! Injected faults for POST /mcp/ (design.md §6): latency, 5xx answers and dropped connections,
+//! Injected faults for POST /mcp/: latency, 5xx answers and dropped connections,
 //! applied before anything else so clients see them exactly as a flaky portal would show them.
 
 use serde::{Deserialize, Serialize};

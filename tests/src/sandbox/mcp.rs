@@ -1,4 +1,4 @@
-//! The MCP Streamable HTTP endpoint (`/mcp/` and `/mcp`) as bitrix24-facts.md §2 describes
+//! The MCP Streamable HTTP endpoint (`/mcp/` and `/mcp`) as the MCP specification describes
 //! the server side: bearer auth (401 with `WWW-Authenticate`), the Accept rule (406), sessions
 //! (400 without the id, 404 once gone), the protocol-version header, 202 for notifications, no
 //! batches, paginated `tools/list`, and JSON or SSE answers. Faults and the leaky bucket sit in

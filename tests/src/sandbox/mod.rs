@@ -1,5 +1,5 @@
 //! The Bitrix24 sandbox portal: an in-memory stand-in for a real portal's hosted MCP server,
-//! speaking MCP Streamable HTTP on loopback. It must be faithful to bitrix24-facts.md (multifield
+//! speaking MCP Streamable HTTP on loopback. It must be faithful to how Bitrix24 behaves (multifield
 //! append semantics, `[]` from findbycomm, the leaky bucket, 401/404/406 rules), not convenient,
 //! because the connector's tests only prove something if the sandbox behaves like the real thing.
 //!
@@ -32,7 +32,7 @@ use bucket::LeakyBucket;
 use portal::Portal;
 
 /// Which tool catalogue `tools/list` shows: the three shapes public Bitrix24 MCP servers use
-/// (bitrix24-facts.md §1), so tool binding is tested against each.
+/// so tool binding is tested against each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ToolShape {
@@ -49,7 +49,7 @@ pub enum ToolShape {
     CrmEntity,
 }
 
-/// How a POST is answered: MCP clients must handle both (facts §2); Bitrix24's server uses SSE.
+/// How a POST is answered: MCP clients must handle both; Bitrix24's server uses SSE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AnswerMode {
@@ -59,7 +59,7 @@ pub enum AnswerMode {
     Sse,
 }
 
-/// What a tool's text carries: public servers differ (facts §1).
+/// What a tool's text carries: public servers differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AnswerStyle {
@@ -95,7 +95,7 @@ pub struct SandboxConfig {
     pub has_qualified_status: bool,
     /// Pre-creates `UF_CRM_TELEAGENT_SCORE` (double) and `UF_CRM_TELEAGENT_HOTNESS` (string).
     pub has_teleagent_user_fields: bool,
-    /// Tool errors as plain text "Ошибка Bitrix24: <description>" WITHOUT `isError`, a quirk
+    /// Tool errors as plain text `Ошибка Bitrix24: <description>` WITHOUT `isError`, a quirk
     /// of some public servers.
     pub plain_text_errors: bool,
 }
@@ -388,7 +388,7 @@ impl Drop for Sandbox {
     }
 }
 
-/// A bearer token shaped like the JWT-looking tokens Bitrix24 issues (unverified, facts §1).
+/// A bearer token shaped like the JWT-looking tokens Bitrix24 issues (their format is not documented).
 pub(crate) fn new_token() -> String {
     format!(
         "b24sbx.{}.{}",

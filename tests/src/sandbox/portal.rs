@@ -1,6 +1,6 @@
 //! The portal's data and REST semantics behind every tool shape: leads with multifields,
 //! statuses and sources, lead user fields, timeline comments, duplicate search. Each rule here is
-//! one of bitrix24-facts.md §3 (multifield append-vs-overwrite, `[]` when findbycomm finds
+//! one of Bitrix24's REST rules (multifield append-vs-overwrite, `[]` when findbycomm finds
 //! nothing, digits-only phone matching, PHONE only when selected, admin-only user fields).
 
 use std::collections::BTreeMap;
@@ -515,7 +515,7 @@ impl Portal {
             .insert("STATUS_SEMANTIC_ID".to_owned(), json!(semantic));
     }
 
-    /// Bitrix24 multifield update rules (facts §3): an item WITHOUT `ID` is appended; `{ID,
+    /// Bitrix24 multifield update rules: an item WITHOUT `ID` is appended; `{ID,
     /// VALUE}` overwrites that item; `{ID, DELETE:"Y"}` or an empty VALUE deletes it.
     fn write_multifield(&mut self, lead: &mut Lead, mf: &str, v: &Value) {
         let items: Vec<&Value> = match v {
@@ -789,7 +789,7 @@ impl Portal {
             .map(|l| l.id)
             .collect();
         if ids.is_empty() {
-            // Real portals answer an empty ARRAY, not {"LEAD": []} (facts §3).
+            // Real portals answer an empty ARRAY, not {"LEAD": []} (client libraries report it).
             Ok(RestOk::of(json!([])))
         } else {
             Ok(RestOk::of(json!({"LEAD": ids})))

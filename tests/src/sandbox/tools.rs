@@ -1,4 +1,4 @@
-//! The tool catalogues of the three shapes public Bitrix24 MCP servers use (facts §1), and how
+//! The tool catalogues of the three shapes public Bitrix24 MCP servers use, and how
 //! each tool call maps to a REST method. The per-operation profile's create/update tools take
 //! the shape reported from the field: flat properties (`title`, `name`, `phone`, `comments`,
 //! `sourceId`, `statusId`) plus an optional raw `fields` object for everything else (ORIGIN_ID,

@@ -1,4 +1,4 @@
-//! The HTTP API (design.md §2) end to end: the four handlers driven with real API Gateway v2
+//! The HTTP API end to end: the four handlers driven with real API Gateway v2
 //! events (`events/*.json`, claims rewritten per test tenant) against moto_server and the
 //! Bitrix24 sandbox. Every response is checked against `infra/openapi.yaml`; the token must
 //! appear in no response and no log line.

@@ -1,6 +1,6 @@
 //! `POST /api/bitrix-mcp/test`: decrypt the stored token and run the same live check as connect.
 //! A pass heals an `error` integration (and re-sends its parked events); an auth failure puts it
-//! in `error` so the web UI offers the token form again (design.md §2).
+//! in `error` so the web UI offers the token form again.
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
