@@ -95,11 +95,22 @@ impl Store {
             .cloned()
     }
 
+    /// Remembers a `tat_ms` seen in the table, unless a newer one is remembered already (tasks
+    /// of one container share the cache, and the value only ever grows).
     fn remember_tat(&self, t: &TenantId, raw: Option<String>) {
-        self.tat
+        let num = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<f64>().ok());
+        let mut cache = self
+            .tat
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(t.as_str().to_owned(), raw);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let newer = match (cache.get(t.as_str()).map(num), num(&raw)) {
+            (Some(Some(old)), Some(new)) => new > old,
+            (Some(Some(_)), None) => false,
+            _ => true,
+        };
+        if newer {
+            cache.insert(t.as_str().to_owned(), raw);
+        }
     }
 
     /// Takes one token from the portal's budget: `Ok(Duration::ZERO)` when taken, else
@@ -116,11 +127,12 @@ impl Store {
         let now_ms = epoch_ms(now);
         let mut seen = match self.cached_tat(t) {
             Some(seen) => seen,
-            None => raw_tat(
-                self.get(key(t.partition_key(), SK.to_owned()))
-                    .await?
-                    .as_ref(),
-            ),
+            None => {
+                let stored = self.get(key(t.partition_key(), SK.to_owned())).await?;
+                let read = raw_tat(stored.as_ref());
+                self.remember_tat(t, read.clone());
+                read
+            }
         };
         for _ in 0..TAKE_ATTEMPTS {
             let tat = seen
@@ -129,7 +141,6 @@ impl Store {
                 .map(|v| v as i64);
             let decision = bucket_take(tat, now_ms, rate);
             if !decision.wait.is_zero() {
-                self.remember_tat(t, seen);
                 return Ok(decision.wait);
             }
             let new_raw = decision.tat_ms.to_string();
@@ -157,7 +168,17 @@ impl Store {
                 Err(e) => match e.into_service_error() {
                     UpdateItemError::ConditionalCheckFailedException(c) => {
                         tracing::debug!("rate budget moved on in another consumer");
-                        seen = raw_tat(c.item());
+                        // The failure carries the stored item where the service returns it;
+                        // otherwise it is read.
+                        seen = match c.item() {
+                            Some(item) => raw_tat(Some(item)),
+                            None => raw_tat(
+                                self.get(key(t.partition_key(), SK.to_owned()))
+                                    .await?
+                                    .as_ref(),
+                            ),
+                        };
+                        self.remember_tat(t, seen.clone());
                     }
                     other => return Err(from_sdk(other)),
                 },
