@@ -486,7 +486,12 @@ fn tools_call(st: &mut State, id: &Value, params: &Value, admin: bool) -> (Reply
             .by_method
             .entry(call.method.to_ascii_lowercase())
             .or_default() += 1;
-        st.portal.execute(&call.method, &call.params, admin)
+        if st.config.search_ignores_filter {
+            st.portal
+                .execute_ignoring_filters(&call.method, &call.params, admin)
+        } else {
+            st.portal.execute(&call.method, &call.params, admin)
+        }
     });
     tracing::debug!(tool = name, ok = outcome.is_ok(), "sandbox tool call");
     let (result, label) = tool_result(st, outcome);

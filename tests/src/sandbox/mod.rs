@@ -98,6 +98,9 @@ pub struct SandboxConfig {
     /// Tool errors as plain text `Ошибка Bitrix24: <description>` WITHOUT `isError`, a quirk
     /// of some public servers.
     pub plain_text_errors: bool,
+    /// Lead searches ignore their filter, as a broken server would: `crm.lead.list` answers
+    /// every lead, `crm.duplicate.findbycomm` every lead's id.
+    pub search_ignores_filter: bool,
 }
 
 impl Default for SandboxConfig {
@@ -116,6 +119,7 @@ impl Default for SandboxConfig {
             has_qualified_status: false,
             has_teleagent_user_fields: false,
             plain_text_errors: false,
+            search_ignores_filter: false,
         }
     }
 }
@@ -141,6 +145,7 @@ pub struct SandboxConfigPatch {
     pub has_qualified_status: Option<bool>,
     pub has_teleagent_user_fields: Option<bool>,
     pub plain_text_errors: Option<bool>,
+    pub search_ignores_filter: Option<bool>,
 }
 
 impl SandboxConfigPatch {
@@ -160,7 +165,8 @@ impl SandboxConfigPatch {
             has_telegram_source,
             has_qualified_status,
             has_teleagent_user_fields,
-            plain_text_errors
+            plain_text_errors,
+            search_ignores_filter
         );
         if let Some(v) = self.protocol_version {
             cfg.protocol_version = Some(v);

@@ -1056,3 +1056,51 @@ async fn bitrix_admin_redrives_dead_letters_once_the_cause_is_fixed() {
     .unwrap();
     assert_eq!((left.moved, left.skipped), (1, 0), "{:?}", left.lines);
 }
+
+/// A server whose lead search ignores its filter: connect's live check fails with a reason, and
+/// lead-sync, on a connection made before the server broke, never touches a lead whose phone or
+/// ORIGIN_ID is not the customer's.
+#[tokio::test]
+async fn a_search_that_ignores_its_filter_never_touches_a_stranger() {
+    let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
+    let stranger = rig.sandbox.seed_lead(json!({
+        "TITLE": "Stranger", "STATUS_ID": "NEW", "NAME": "Bob",
+        "PHONE": [{"VALUE": "+15550001111", "VALUE_TYPE": "WORK"}],
+    }));
+    let before = rig.sandbox.lead(stranger).unwrap();
+    rig.sandbox.set_config(|c| c.search_ignores_filter = true);
+    let url = UrlGuard::from_config(&rig.cfg)
+        .check(Some(&rig.sandbox.mcp_url()))
+        .unwrap();
+    let secret = SecretToken::new(rig.sandbox.issue_token(false));
+    let err = live_check(&rig.mcp, &url, &secret, None, Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, shared::crm::CheckError::FilterIgnored),
+        "{err:?}"
+    );
+    let reason = shared::http::connection_failure_reason(&err);
+    assert!(reason.contains("ignores its filter"), "{reason}");
+
+    rig.sandbox.set_config(|c| c.search_ignores_filter = false);
+    let t = tenant();
+    rig.connect(&t, &rig.sandbox.issue_token(false), fast_rate())
+        .await;
+    rig.sandbox.set_config(|c| c.search_ignores_filter = true);
+    let mut ev = event(&t, "tg:new", 40);
+    ev.customer.phone = Some("+998901112233".into());
+    ev.lead.notes = Some("first contact".into());
+    assert_eq!(handle(&rig.engine(), &ev).await, Outcome::Done);
+    assert_eq!(
+        rig.sandbox.lead(stranger).unwrap(),
+        before,
+        "the stranger's lead is untouched"
+    );
+    assert!(rig.sandbox.timeline_comments(stranger).is_empty());
+    assert_eq!(
+        rig.leads_of(&t).len(),
+        1,
+        "the customer got a lead of their own"
+    );
+}
