@@ -5,7 +5,7 @@
 #   infra/local.sh dev    same set-up and connect, print ready-to-paste curl / cargo lambda invoke
 #                         lines, keep running until Ctrl-C
 # Installs what it needs (.venv with moto_server and cargo-lambda, via infra/stack.sh), starts
-# moto_server unless it already runs, builds the driver, and hands over to it (tests/src/bin/demo.rs),
+# moto_server unless it already runs, builds the driver, and hands over to it (tests/src/local/demo.rs),
 # which starts the Bitrix24 sandbox, `cargo lambda watch` and the SQS poller, each in its own
 # process group, listed in .local/demo.pids. On exit or Ctrl-C everything started here is stopped;
 # a moto_server that was already running is left alone.

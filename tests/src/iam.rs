@@ -30,7 +30,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::harness::workspace_root;
-use crate::runtime_api::RuntimeApi;
+use crate::local::runtime_api::RuntimeApi;
 
 pub const REGION: &str = "us-east-1";
 /// moto's default account.
@@ -75,7 +75,7 @@ pub struct IamMoto {
 /// shell stops the server when this test process exits (statics are never dropped).
 pub async fn start_moto() -> Result<IamMoto, String> {
     let root = workspace_root();
-    let port = crate::local_run::free_port().map_err(|e| e.to_string())?;
+    let port = crate::local::run::free_port().map_err(|e| e.to_string())?;
     let state = root.join(".local");
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
     let recording = state.join(format!("iam-moto-{port}.jsonl"));
@@ -398,7 +398,7 @@ pub fn function_binaries() -> Result<&'static Path, String> {
         let root = workspace_root();
         let mut cmd = std::process::Command::new(env!("CARGO"));
         cmd.current_dir(&root).args(["build", "--locked"]);
-        for f in crate::local_run::FUNCTIONS {
+        for f in crate::local::run::FUNCTIONS {
             cmd.args(["-p", f]);
         }
         let out = cmd

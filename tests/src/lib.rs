@@ -5,7 +5,5 @@ pub mod aws_faults;
 pub mod cfn;
 pub mod harness;
 pub mod iam;
-pub mod local_run;
-pub mod poller;
-pub mod runtime_api;
+pub mod local;
 pub mod sandbox;

@@ -106,7 +106,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     drop(out);
-    teleagent_tests::local_run::shutdown_signal().await;
+    teleagent_tests::local::run::shutdown_signal().await;
     let stats = proxy.stats();
     tracing::info!(
         requests = stats.requests,

@@ -29,9 +29,9 @@ use shared::events::{LeadEvent, LeadEventProducer};
 use shared::tenant::TenantId;
 use teleagent_tests::cfn::{self, Physical, Resolver};
 use teleagent_tests::iam::{self, Arns, FunctionProcess, IamMoto, Keys};
-use teleagent_tests::local_run::FUNCTIONS;
-use teleagent_tests::poller::{self, Poller, PollerOptions};
-use teleagent_tests::runtime_api::InvocationResult;
+use teleagent_tests::local::poller::{self, Poller, PollerOptions};
+use teleagent_tests::local::run::FUNCTIONS;
+use teleagent_tests::local::runtime_api::InvocationResult;
 use teleagent_tests::sandbox::{Sandbox, SandboxConfig};
 
 /// The test lead queue's redrive `maxReceiveCount` (and the functions' setting): low, so the
@@ -122,7 +122,7 @@ fn statements_of(t: &Yaml, r: &Resolver, pick: impl Fn(&str, &Yaml) -> bool) -> 
 async fn start_stack() -> Result<
     (
         Stack,
-        std::sync::Arc<Poller<std::sync::Arc<teleagent_tests::runtime_api::RuntimeApi>>>,
+        std::sync::Arc<Poller<std::sync::Arc<teleagent_tests::local::runtime_api::RuntimeApi>>>,
     ),
     String,
 > {

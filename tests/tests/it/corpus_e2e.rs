@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shared::events::LeadStatus;
-use teleagent_tests::poller::PollerOptions;
+use teleagent_tests::local::poller::PollerOptions;
 use teleagent_tests::sandbox::{AnswerMode, Catalogue, SandboxConfig};
 
 use crate::e2e::{phone_count, wait_until, world};

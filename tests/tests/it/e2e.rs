@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use shared::events::{LeadEvent, LeadEventProducer};
 use shared::tenant::TenantId;
 use teleagent_tests::harness::{self, workspace_root};
-use teleagent_tests::local_run::{self, ApiClient};
-use teleagent_tests::poller::{self, HttpInvoker, Poller, PollerOptions};
+use teleagent_tests::local::poller::{self, HttpInvoker, Poller, PollerOptions};
+use teleagent_tests::local::run::{self as local_run, ApiClient};
 use teleagent_tests::sandbox::{Sandbox, SandboxConfig};
 
 /// The redrive setting of the e2e queue (and LEAD_QUEUE_MAX_RECEIVE_COUNT of the functions):

@@ -147,7 +147,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     drop(out);
-    teleagent_tests::local_run::shutdown_signal().await;
+    teleagent_tests::local::run::shutdown_signal().await;
     tracing::info!("bitrix24 sandbox stopping");
     drop(sandbox);
     ExitCode::SUCCESS

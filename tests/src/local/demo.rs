@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use shared::events::{Hotness, LeadEvent, LeadEventProducer, LeadStatus};
 use shared::tenant::TenantId;
 use teleagent_tests::harness::workspace_root;
-use teleagent_tests::local_run::{self, ApiClient};
-use teleagent_tests::poller;
+use teleagent_tests::local::poller;
+use teleagent_tests::local::run::{self as local_run, ApiClient};
 use tokio::io::AsyncBufReadExt;
 
 /// A started child and how to find it again.
@@ -640,7 +640,7 @@ async fn main() -> ExitCode {
     };
     let result = tokio::select! {
         r = run(&mode, &mut procs) => Some(r),
-        () = teleagent_tests::local_run::shutdown_signal() => None,
+        () = teleagent_tests::local::run::shutdown_signal() => None,
     };
     procs.stop_all().await;
     match result {

@@ -1,5 +1,5 @@
 //! `sqs-poller`: the local stand-in for Lambda's SQS event source mapping, as a process (the demo
-//! and `make dev` run it next to `cargo lambda watch`). The logic is `teleagent_tests::poller`.
+//! and `make dev` run it next to `cargo lambda watch`). The logic is `teleagent_tests::local::poller`.
 //!
 //! Usage: sqs-poller [--queue-url URL] [--invoke http://127.0.0.1:9000] [--function lead-sync]
 //!   [--batch-size 10] [--concurrency 1] [--wait 1]
@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use teleagent_tests::poller::{HttpInvoker, Poller, PollerOptions};
+use teleagent_tests::local::poller::{HttpInvoker, Poller, PollerOptions};
 
 struct Args {
     queue_url: Option<String>,
@@ -106,7 +106,7 @@ async fn main() -> ExitCode {
         }
     };
     tokio::select! {
-        () = poller.run(teleagent_tests::local_run::shutdown_signal()) => {}
+        () = poller.run(teleagent_tests::local::run::shutdown_signal()) => {}
         () = progress => {}
     }
     tracing::info!(stats = ?stats.snapshot(), "poller stopped");

@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::poller::{InvokeError, Invoker};
+use crate::local::poller::{InvokeError, Invoker};
 
 /// How one invocation ended.
 #[derive(Clone, Debug, PartialEq)]

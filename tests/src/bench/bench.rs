@@ -4,7 +4,7 @@
 //!
 //! 1. Per function (the five release binaries plus `bare-runtime`, a do-nothing `lambda_runtime`
 //!    reference): the binary is started `--starts` times (>= 20) against a local Lambda Runtime
-//!    API (`teleagent_tests::runtime_api`) with the usual Lambda environment; each start measures
+//!    API (`teleagent_tests::local::runtime_api`) with the usual Lambda environment; each start measures
 //!    init (process start -> first `GET /invocation/next`), cold start to first answer, then
 //!    `--warm` warm invocations; peak RSS is `VmHWM` from `/proc/<pid>/status`. Medians are
 //!    reported. Binary size from `target/release/<fn>`; zip size from
@@ -34,8 +34,8 @@ use serde_json::{Value, json};
 use shared::events::{Hotness, LeadEvent, LeadEventProducer, LeadStatus};
 use shared::tenant::TenantId;
 use teleagent_tests::harness::{self, TestEnv};
-use teleagent_tests::poller::{self, Poller, PollerOptions};
-use teleagent_tests::runtime_api::{InvocationResult, RuntimeApi};
+use teleagent_tests::local::poller::{self, Poller, PollerOptions};
+use teleagent_tests::local::runtime_api::{InvocationResult, RuntimeApi};
 use teleagent_tests::sandbox::{Sandbox, SandboxConfig};
 
 const FUNCTIONS: [&str; 6] = [

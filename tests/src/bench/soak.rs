@@ -42,8 +42,8 @@ use shared::store::{Store, SyncStatus};
 use shared::tenant::TenantId;
 use teleagent_tests::aws_faults::{AfterDelay, AwsFaultProxy, FaultKind, FaultPlan, FaultRule};
 use teleagent_tests::harness;
-use teleagent_tests::poller::{self, Poller, PollerOptions};
-use teleagent_tests::runtime_api::{InvocationResult, RuntimeApi};
+use teleagent_tests::local::poller::{self, Poller, PollerOptions};
+use teleagent_tests::local::runtime_api::{InvocationResult, RuntimeApi};
 use teleagent_tests::sandbox::{Faults, Sandbox, SandboxConfig};
 
 #[derive(Clone, Debug)]

@@ -1,0 +1,9 @@
+//! The local-run tools: what plays AWS Lambda's side on this machine. [`poller`] plays the SQS
+//! event source mapping (batches, partial batch responses, visibility, dead-letter redrive),
+//! [`runtime_api`] a Lambda Runtime API for starting the real function binaries, and [`run`]
+//! the pieces `make demo`, `make dev` and the end-to-end tests share (cargo lambda watch, the
+//! HTTP API through its function URLs, locally signed JWTs).
+
+pub mod poller;
+pub mod run;
+pub mod runtime_api;
