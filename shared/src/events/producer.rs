@@ -1,4 +1,4 @@
-//! The typed producer for Rust callers (tests, the demo, connect's re-send of parked events):
+//! The typed producer for Rust callers (tests, the demo):
 //! validate, then one FIFO `SendMessage`. The Python chat pipeline makes the same call by hand
 //! (README), with the same group and deduplication ids.
 
