@@ -149,84 +149,92 @@ pub async fn redrive(
             return Ok(done);
         }
         for m in fresh {
-            let body_text = m.body().unwrap_or_default().to_owned();
-            let body: Value = serde_json::from_str(&body_text).unwrap_or(Value::Null);
-            let reason = m
-                .message_attributes()
-                .and_then(|a| a.get("reason"))
-                .and_then(|v| v.string_value())
-                .unwrap_or_default()
-                .to_owned();
-            let tenant_ok = filter
-                .tenant
-                .as_ref()
-                .is_none_or(|t| body.get("tenant_id").and_then(Value::as_str) == Some(t.as_str()));
-            let reason_ok = filter
-                .reason
-                .as_ref()
-                .is_none_or(|r| reason.to_lowercase().contains(&r.to_lowercase()));
-            let handle = m.receipt_handle().unwrap_or_default().to_owned();
-            if !(tenant_ok && reason_ok) || filter.dry_run {
-                if tenant_ok && reason_ok {
-                    done.moved += 1;
-                    done.lines.push(format!(
-                        "would move {} ({reason})",
-                        m.message_id().unwrap_or("?")
-                    ));
-                } else {
-                    done.skipped += 1;
-                }
-                release(sqs, dead_letter_queue_url, &handle).await;
-                continue;
-            }
-            let mut send = sqs
-                .send_message()
-                .queue_url(lead_queue_url)
-                .message_body(&body_text);
-            if lead_queue_url.ends_with(".fifo") {
-                let id = m.message_id().unwrap_or("x");
-                send = send
-                    .message_group_id(group_of(&body).unwrap_or_else(|| "bitrix-admin".into()))
-                    .message_deduplication_id(
-                        format!("redrive-{run}-{id}")
-                            .chars()
-                            .take(128)
-                            .collect::<String>(),
-                    );
-            }
-            if let Err(e) = send.send().await {
-                done.lines.push(format!(
-                    "not moved {}: {}",
-                    m.message_id().unwrap_or("?"),
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                ));
-                done.failed += 1;
-                release(sqs, dead_letter_queue_url, &handle).await;
-                continue;
-            }
-            match sqs
-                .delete_message()
-                .queue_url(dead_letter_queue_url)
-                .receipt_handle(&handle)
-                .send()
-                .await
-            {
-                Ok(_) => {
-                    done.moved += 1;
-                    done.lines.push(format!(
-                        "moved {} ({reason})",
-                        m.message_id().unwrap_or("?")
-                    ));
-                }
-                Err(e) => {
-                    done.lines.push(format!(
-                        "sent but not deleted {}: {}",
-                        m.message_id().unwrap_or("?"),
-                        aws_sdk_sqs::error::DisplayErrorContext(e)
-                    ));
-                    done.failed += 1;
-                }
-            }
+            move_one(
+                sqs,
+                dead_letter_queue_url,
+                lead_queue_url,
+                filter,
+                &run,
+                &m,
+                &mut done,
+            )
+            .await;
+        }
+    }
+}
+
+/// One dead-lettered message: left (not matching, or a dry run), or sent to the lead queue and
+/// then deleted from the dead-letter queue.
+async fn move_one(
+    sqs: &aws_sdk_sqs::Client,
+    dead_letter_queue_url: &str,
+    lead_queue_url: &str,
+    filter: &RedriveFilter,
+    run: &str,
+    m: &aws_sdk_sqs::types::Message,
+    done: &mut Redriven,
+) {
+    let id = m.message_id().unwrap_or("?").to_owned();
+    let body_text = m.body().unwrap_or_default().to_owned();
+    let body: Value = serde_json::from_str(&body_text).unwrap_or(Value::Null);
+    let reason = m
+        .message_attributes()
+        .and_then(|a| a.get("reason"))
+        .and_then(|v| v.string_value())
+        .unwrap_or_default()
+        .to_owned();
+    let tenant_ok = filter
+        .tenant
+        .as_ref()
+        .is_none_or(|t| body.get("tenant_id").and_then(Value::as_str) == Some(t.as_str()));
+    let reason_ok = filter
+        .reason
+        .as_ref()
+        .is_none_or(|r| reason.to_lowercase().contains(&r.to_lowercase()));
+    let handle = m.receipt_handle().unwrap_or_default().to_owned();
+    if !(tenant_ok && reason_ok) {
+        done.skipped += 1;
+        release(sqs, dead_letter_queue_url, &handle).await;
+        return;
+    }
+    if filter.dry_run {
+        done.moved += 1;
+        done.lines.push(format!("would move {id} ({reason})"));
+        release(sqs, dead_letter_queue_url, &handle).await;
+        return;
+    }
+    let mut send = sqs
+        .send_message()
+        .queue_url(lead_queue_url)
+        .message_body(&body_text);
+    if lead_queue_url.ends_with(".fifo") {
+        let dedup: String = format!("redrive-{run}-{id}").chars().take(128).collect();
+        send = send
+            .message_group_id(group_of(&body).unwrap_or_else(|| "bitrix-admin".into()))
+            .message_deduplication_id(dedup);
+    }
+    if let Err(e) = send.send().await {
+        let e = aws_sdk_sqs::error::DisplayErrorContext(e);
+        done.lines.push(format!("not moved {id}: {e}"));
+        done.failed += 1;
+        release(sqs, dead_letter_queue_url, &handle).await;
+        return;
+    }
+    let deleted = sqs
+        .delete_message()
+        .queue_url(dead_letter_queue_url)
+        .receipt_handle(&handle)
+        .send()
+        .await;
+    match deleted {
+        Ok(_) => {
+            done.moved += 1;
+            done.lines.push(format!("moved {id} ({reason})"));
+        }
+        Err(e) => {
+            let e = aws_sdk_sqs::error::DisplayErrorContext(e);
+            done.lines.push(format!("sent but not deleted {id}: {e}"));
+            done.failed += 1;
         }
     }
 }

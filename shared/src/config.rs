@@ -86,6 +86,57 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// `MCP_ALLOWED_HOSTS`: a comma list of host patterns, else the hosted MCP servers.
+fn allowed_hosts(raw: Option<String>) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = raw else {
+        return Ok(DEFAULT_ALLOWED_HOSTS
+            .iter()
+            .map(|h| (*h).to_owned())
+            .collect());
+    };
+    let hosts: Vec<String> = list
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    if hosts.is_empty() {
+        return Err(ConfigError::Invalid {
+            name: "MCP_ALLOWED_HOSTS",
+            reason: "no host pattern in the list".into(),
+        });
+    }
+    Ok(hosts)
+}
+
+/// `DEFAULT_PHONE_REGION`: a two-letter ISO 3166 code.
+fn phone_region(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    match raw {
+        Some(r) if r.len() == 2 && r.chars().all(|c| c.is_ascii_alphabetic()) => {
+            Ok(Some(r.to_ascii_uppercase()))
+        }
+        Some(_) => Err(ConfigError::Invalid {
+            name: "DEFAULT_PHONE_REGION",
+            reason: "expected a two-letter ISO 3166 code such as UZ".into(),
+        }),
+        None => Ok(None),
+    }
+}
+
+/// `LEAD_QUEUE_MAX_RECEIVE_COUNT`: at least 1, default 5 (the template's redrive setting).
+fn max_receive_count(raw: Option<String>) -> Result<u32, ConfigError> {
+    let n = parse_num("LEAD_QUEUE_MAX_RECEIVE_COUNT", raw, 5)?;
+    if n == 0 {
+        return Err(ConfigError::Invalid {
+            name: "LEAD_QUEUE_MAX_RECEIVE_COUNT",
+            reason: "must be at least 1".into(),
+        });
+    }
+    u32::try_from(n).map_err(|_| ConfigError::Invalid {
+        name: "LEAD_QUEUE_MAX_RECEIVE_COUNT",
+        reason: "too large".into(),
+    })
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -100,26 +151,7 @@ impl Config {
                 .filter(|v| !v.is_empty())
         };
         let table_name = opt("TABLE_NAME").ok_or(ConfigError::Missing("TABLE_NAME"))?;
-        let mcp_allowed_hosts = match opt("MCP_ALLOWED_HOSTS") {
-            Some(list) => {
-                let hosts: Vec<String> = list
-                    .split(',')
-                    .map(|h| h.trim().to_ascii_lowercase())
-                    .filter(|h| !h.is_empty())
-                    .collect();
-                if hosts.is_empty() {
-                    return Err(ConfigError::Invalid {
-                        name: "MCP_ALLOWED_HOSTS",
-                        reason: "no host pattern in the list".into(),
-                    });
-                }
-                hosts
-            }
-            None => DEFAULT_ALLOWED_HOSTS
-                .iter()
-                .map(|h| (*h).to_owned())
-                .collect(),
-        };
+        let mcp_allowed_hosts = allowed_hosts(opt("MCP_ALLOWED_HOSTS"))?;
         let mcp_allow_loopback = parse_bool("MCP_ALLOW_LOOPBACK", opt("MCP_ALLOW_LOOPBACK"))?;
         let aws_endpoint_url = opt("AWS_ENDPOINT_URL");
         // The loopback switch exists for the local sandbox. Inside Lambda, 127.0.0.1:9001 is the
@@ -150,34 +182,13 @@ impl Config {
             opt("TOKEN_CACHE_TTL_SECS"),
             300,
         )?);
-        let lead_queue_max_receive_count = parse_num(
-            "LEAD_QUEUE_MAX_RECEIVE_COUNT",
-            opt("LEAD_QUEUE_MAX_RECEIVE_COUNT"),
-            5,
-        )?;
-        if lead_queue_max_receive_count == 0 {
-            return Err(ConfigError::Invalid {
-                name: "LEAD_QUEUE_MAX_RECEIVE_COUNT",
-                reason: "must be at least 1".into(),
-            });
-        }
+        let lead_queue_max_receive_count = max_receive_count(opt("LEAD_QUEUE_MAX_RECEIVE_COUNT"))?;
         let replay_after_park = Duration::from_secs(parse_num(
             "REPLAY_AFTER_PARK_SECS",
             opt("REPLAY_AFTER_PARK_SECS"),
             300,
         )?);
-        let default_phone_region = match opt("DEFAULT_PHONE_REGION") {
-            Some(r) if r.len() == 2 && r.chars().all(|c| c.is_ascii_alphabetic()) => {
-                Some(r.to_ascii_uppercase())
-            }
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    name: "DEFAULT_PHONE_REGION",
-                    reason: "expected a two-letter ISO 3166 code such as UZ".into(),
-                });
-            }
-            None => None,
-        };
+        let default_phone_region = phone_region(opt("DEFAULT_PHONE_REGION"))?;
         Ok(Self {
             table_name,
             kms_key_id: opt("KMS_KEY_ID"),
@@ -194,7 +205,7 @@ impl Config {
             tenant_claim: opt("TENANT_CLAIM").unwrap_or_else(|| "tenant_id".to_owned()),
             token_cache_ttl,
             default_phone_region,
-            lead_queue_max_receive_count: lead_queue_max_receive_count as u32,
+            lead_queue_max_receive_count,
             replay_after_park,
         })
     }
