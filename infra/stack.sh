@@ -43,6 +43,8 @@ case "$cmd" in
     if [ -x "$venv/bin/python" ]; then
       exec "$venv/bin/python" "$root/infra/local_stack.py" "$cmd" --state "$state"
     fi
+    # No virtualenv: nothing was started here, so nothing runs (status) and nothing to stop.
+    [ "$cmd" = down ] || exit 1
     ;;
   *) echo "usage: $0 setup|lint-setup|sam-setup|up|down|status" >&2; exit 2 ;;
 esac

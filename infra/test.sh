@@ -5,6 +5,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# The virtualenv first: test binaries that start moto_server of their own (the IAM tests) need it
+# even when a stack is already running.
+bash infra/stack.sh setup
 started=0
 if ! bash infra/stack.sh status >/dev/null 2>&1; then
   bash infra/stack.sh up >/dev/null
