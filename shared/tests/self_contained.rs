@@ -44,7 +44,7 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The `*.md` names a text mentions (`README.md`, `events/README.md`, `../shared/docs/x.md`).
+/// The `*.md` names a text mentions (`README.md`, `events/README.md`, `../elsewhere/notes.md`).
 fn md_names(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (i, _) in text.match_indices(".md") {
@@ -139,7 +139,7 @@ fn no_file_cites_a_document_outside_the_repository() {
 #[test]
 fn md_names_are_found_in_text() {
     assert_eq!(
-        md_names("see `../shared/docs/design.md` and README.md, not foo.mdx"),
-        ["../shared/docs/design.md", "README.md"]
+        md_names("see `../elsewhere/notes.md` and README.md, not foo.mdx"),
+        ["../elsewhere/notes.md", "README.md"]
     );
 }

@@ -10,7 +10,6 @@ mod events;
 mod http_api;
 mod mcp_client;
 mod sandbox;
-mod soak;
 mod store;
 mod sync;
 mod template;
