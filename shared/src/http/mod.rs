@@ -143,7 +143,7 @@ async fn replay(app: &App, tenant: &crate::tenant::TenantId) {
         tracing::warn!("LEAD_QUEUE_URL is not set; parked events stay parked");
         return;
     };
-    if let Err(e) = crate::sync::replay::request_replay(&app.sqs, queue, tenant, true).await {
+    if let Err(e) = crate::sync::replay::request_replay(&app.sqs, queue, tenant, false).await {
         tracing::warn!(error = ?e, "replay not requested; parked events stay parked");
     }
 }

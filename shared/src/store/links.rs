@@ -35,6 +35,11 @@ pub struct LinkMeta {
     pub verified_at: Option<OffsetDateTime>,
     /// The notes last written to the lead (notes are history: only new notes are added).
     pub notes_sent: Option<String>,
+    /// Field values an interrupted event sent to the lead without recording them in `sent`
+    /// (its answer was lost, or a later step failed). The next event reads the lead and takes
+    /// those the CRM shows as its own ([`crate::sync::fields::reconcile_pending`]), so neither
+    /// a stale `sent` nor our own landed write passes for a manager's edit.
+    pub pending: Map<String, Value>,
 }
 
 /// What the `LEAD#` item holds: a link, or a create lock ("creating" state) of a consumer that
@@ -64,6 +69,8 @@ pub enum CreateClaim {
 const CREATE_LEASE: &str = "create_lease_until_ms";
 /// A creating marker left by a crash outlives retries and parking, then vanishes.
 const CREATING_TTL: time::Duration = time::Duration::days(30);
+/// Field values an interrupted event may have written ([`LinkMeta::pending`]).
+const PENDING: &str = "pending";
 /// Claim attempts when the item changes between the failed put and the read that explains it.
 const CREATE_CLAIM_ATTEMPTS: usize = 3;
 
@@ -85,6 +92,15 @@ fn link_state(item: &Item) -> Result<LinkState, StoreError> {
     let meta = LinkMeta {
         verified_at: r.opt_time("verified_at")?,
         notes_sent: r.opt_s("notes_sent")?.map(str::to_owned),
+        pending: match r.opt_json(PENDING)? {
+            Some(Value::Object(m)) => m,
+            None => Map::new(),
+            Some(_) => {
+                return Err(StoreError::corrupt(
+                    "lead link attribute pending: not an object",
+                ));
+            }
+        },
     };
     Ok(LinkState::Linked(LeadLink::try_from(item)?, meta))
 }
@@ -170,7 +186,44 @@ impl Store {
         if let Some(notes) = &meta.notes_sent {
             item.insert("notes_sent".into(), s(notes.as_str()));
         }
+        if !meta.pending.is_empty() {
+            item.insert(
+                PENDING.into(),
+                json_av(&Value::Object(meta.pending.clone())),
+            );
+        }
         self.put(item).await
+    }
+
+    /// Keeps on the link what an event sent to `lead_id` before it failed, unrecorded
+    /// ([`LinkMeta::pending`]). Only while the item still links that lead: a link dropped or
+    /// replaced meanwhile is left alone (`Ok(false)`).
+    pub async fn mark_link_pending(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+        lead_id: i64,
+        pending: &Map<String, Value>,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(t.partition_key(), sort_key(customer_id))))
+            .update_expression("SET #p = :p")
+            .condition_expression("lead_id = :id AND attribute_not_exists(#lock)")
+            .expression_attribute_names("#p", PENDING)
+            .expression_attribute_names("#lock", CREATE_LEASE)
+            .expression_attribute_values(":p", json_av(&Value::Object(pending.clone())))
+            .expression_attribute_values(":id", n(lead_id))
+            .send()
+            .await
+            .map_err(from_sdk);
+        match res {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Drops a link (its lead was deleted in the CRM); absent is fine.

@@ -15,10 +15,11 @@ use tracing::Instrument;
 use super::connections::{BudgetedCrm, Connection, Connections, bound_report};
 use super::failure::{
     Attempt, EventPlan, HELD_RETRY, IntegrationPlan, Outcome, Plan, SyncError, backoff, plan,
+    retry_in_place,
 };
 use super::ports::EventClaims;
 use super::replay;
-use super::resolution::{Resolver, Synced};
+use super::resolution::{PendingWrite, Resolver, Synced, Unrecorded};
 use crate::config::Config;
 use crate::crm::{Crm, CrmError};
 use crate::events::LeadEvent;
@@ -50,6 +51,8 @@ struct Inner {
     replay_queue: Option<(aws_sdk_sqs::Client, String)>,
     replay_asked: StdMutex<HashMap<String, Instant>>,
     last_sync_touched: StdMutex<HashMap<String, Instant>>,
+    /// The replay timer this container set last per tenant (epoch ms it fires).
+    timers: StdMutex<HashMap<String, i64>>,
 }
 
 /// The sync engine: built once per container, cheap to clone (shared state behind an `Arc`).
@@ -76,6 +79,7 @@ impl SyncEngine {
                 replay_queue: None,
                 replay_asked: StdMutex::new(HashMap::new()),
                 last_sync_touched: StdMutex::new(HashMap::new()),
+                timers: StdMutex::new(HashMap::new()),
             }),
         }
     }
@@ -143,7 +147,8 @@ impl SyncEngine {
             }
         }
         let mut version = None;
-        let run = self.sync(event, &mut version);
+        let unrecorded = Unrecorded::default();
+        let run = self.sync(event, &mut version, &unrecorded);
         let result = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
             Some(left) => tokio::time::timeout(left, run)
                 .await
@@ -156,6 +161,9 @@ impl SyncEngine {
                 Outcome::Done
             }
             Err(err) => {
+                if let Some(write) = unrecorded.take() {
+                    self.keep_pending(t, &write).await;
+                }
                 let outcome = self
                     .carry_out(event, body, receive_count, &err, version)
                     .await;
@@ -177,14 +185,7 @@ impl SyncEngine {
         tracing::info!(kind = done.kind, lead_id = done.lead_id, "event synced");
         let outcome =
             json!({"kind": done.kind, "customer_id": event.customer.id, "lead_id": done.lead_id});
-        if let Err(e) = i
-            .store
-            .complete(t, &event.event_id, DONE_TTL, &outcome)
-            .await
-        {
-            // The lead and link are written: a redelivery finds nothing left to send.
-            tracing::warn!(error = %e, "could not mark the event done");
-        }
+        self.mark_done(t, &event.event_id, &outcome).await;
         if self.due(&i.last_sync_touched, t, LAST_SYNC_EVERY)
             && let Err(e) = i.store.touch_last_sync(t, OffsetDateTime::now_utc()).await
         {
@@ -192,6 +193,19 @@ impl SyncEngine {
         }
         if integ.parked_count > 0 {
             self.ask_replay(t).await;
+        }
+    }
+
+    /// The done mark, tried a few times in place: without it a second delivery of the event
+    /// (or a retry after the claim's lease) would write its notes again.
+    async fn mark_done(&self, t: &TenantId, event_id: &str, outcome: &Value) {
+        let store = &self.inner.store;
+        if let Err(e) = retry_in_place("the done mark", || {
+            store.complete(t, event_id, DONE_TTL, outcome)
+        })
+        .await
+        {
+            tracing::error!(error = %e, "could not mark the event done; a second delivery may add its notes again");
         }
     }
 
@@ -232,6 +246,7 @@ impl SyncEngine {
         &self,
         event: &LeadEvent,
         version: &mut Option<u64>,
+        unrecorded: &Unrecorded,
     ) -> Result<(Synced, Integration), SyncError> {
         let i = &self.inner;
         let t = &event.tenant_id;
@@ -256,7 +271,7 @@ impl SyncEngine {
             return Err(SyncError::NotConnected);
         };
         let done = self
-            .sync_bound(conn, &integ, &portal_id, event, version)
+            .sync_bound(conn, &integ, &portal_id, event, version, unrecorded)
             .await?;
         Ok((done, integ))
     }
@@ -271,11 +286,13 @@ impl SyncEngine {
         portal_id: &str,
         event: &LeadEvent,
         version: &mut Option<u64>,
+        unrecorded: &Unrecorded,
     ) -> Result<Synced, SyncError> {
         let first = if conn.binding.ops.is_empty() {
             Err(SyncError::Crm(CrmError::BindingStale { op: "all" }))
         } else {
-            self.resolve(conn, integ, portal_id, event).await
+            self.resolve(conn, integ, portal_id, event, unrecorded)
+                .await
         };
         let rejected = match &first {
             Err(SyncError::Crm(CrmError::Rejected { .. })) => true,
@@ -298,7 +315,8 @@ impl SyncEngine {
         conn.version = updated.version;
         conn.binding = binding;
         *version = Some(updated.version);
-        self.resolve(conn, integ, portal_id, event).await
+        self.resolve(conn, integ, portal_id, event, unrecorded)
+            .await
     }
 
     async fn resolve(
@@ -307,6 +325,7 @@ impl SyncEngine {
         integ: &Integration,
         portal_id: &str,
         event: &LeadEvent,
+        unrecorded: &Unrecorded,
     ) -> Result<Synced, SyncError> {
         let i = &self.inner;
         i.conns.open_session(conn).await?;
@@ -333,9 +352,24 @@ impl SyncEngine {
             phone,
             caps: binding.caps.clone(),
             now: OffsetDateTime::now_utc(),
+            unrecorded,
         }
         .resolve()
         .await
+    }
+
+    /// An event failed after it sent an update it could not record: what it sent is kept on
+    /// the link, so the next event settles it against the lead instead of trusting `sent`.
+    /// Tried a few times in place (the next event is this customer's, soon).
+    async fn keep_pending(&self, t: &TenantId, write: &PendingWrite) {
+        let store = &self.inner.store;
+        if let Err(e) = retry_in_place("the interrupted write's note", || {
+            store.mark_link_pending(t, &write.customer_id, write.lead_id, &write.fields)
+        })
+        .await
+        {
+            tracing::error!(error = %e, lead_id = write.lead_id, "could not keep the interrupted write on the link; the next event may take it for a manager's edit");
+        }
     }
 
     /// Carries out the failure plan for `err`: the cached connection, the integration, then the
@@ -413,15 +447,33 @@ impl SyncEngine {
         }
     }
 
-    /// A replay request due `REPLAY_AFTER_PARK_SECS` from now (one per tenant and period).
+    /// A replay request due `REPLAY_AFTER_PARK_SECS` from now. Not a second one while this
+    /// container's last timer for the tenant is still ahead: that one replays everything parked
+    /// by the time it fires, this event included.
     async fn set_replay_timer(&self, t: &TenantId) {
         let Some((sqs, queue)) = &self.inner.replay_queue else {
             return;
         };
-        let at = i64::try_from(replay::now_millis()).unwrap_or(i64::MAX)
-            + i64::try_from(self.inner.replay_after_park.as_millis()).unwrap_or(i64::MAX);
-        if let Err(e) = replay::request_replay_later(sqs, queue, t, at).await {
-            tracing::warn!(error = %e, "could not set the replay timer; the next successful sync replays");
+        let now = i64::try_from(replay::now_millis()).unwrap_or(i64::MAX);
+        let timers = || {
+            self.inner
+                .timers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if timers().get(t.as_str()).is_some_and(|at| *at > now) {
+            return;
+        }
+        let at = now.saturating_add(
+            i64::try_from(self.inner.replay_after_park.as_millis()).unwrap_or(i64::MAX),
+        );
+        match replay::request_replay_later(sqs, queue, t, at).await {
+            Ok(()) => {
+                timers().insert(t.as_str().to_owned(), at);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not set the replay timer; the next successful sync replays");
+            }
         }
     }
 

@@ -154,6 +154,33 @@ pub fn backoff(receive_count: u32, jitter_ms: u64) -> Duration {
     base + Duration::from_millis(jitter_ms)
 }
 
+/// Attempts of a bookkeeping write that follows a CRM write (the link, the done mark, an
+/// interrupted write's note), 100, 200, 400 ms apart: failing it would make a retry write the
+/// CRM again, so it is tried in place before its failure counts.
+pub const IN_PLACE_ATTEMPTS: u32 = 4;
+
+/// Runs `op` up to [`IN_PLACE_ATTEMPTS`] times, pausing 100 ms and doubling; each failure but
+/// the last is logged. The last error is returned.
+pub async fn retry_in_place<T, E, F, Fut>(what: &str, mut op: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt >= IN_PLACE_ATTEMPTS => return Err(e),
+            Err(e) => tracing::warn!(error = %e, what, "write failed; trying again"),
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+        attempt += 1;
+    }
+}
+
 /// Retries are over once SQS would deliver the event `maxReceiveCount` times: one receive before
 /// that the event is parked (or re-queued) instead, so a retryable failure never becomes a dead
 /// letter.

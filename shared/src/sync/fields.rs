@@ -213,6 +213,24 @@ fn crm_value<'a>(lead: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 
 /// Fields the connector owns: its own user fields. Written without reading the lead first;
 /// every other field is the manager's once the lead exists (see `plan_update`).
+/// The values last sent, with those of an interrupted write the lead now shows taken as ours.
+/// `pending` holds what an earlier event sent without recording it (its answer was lost, or a
+/// later step of that event failed): a field the CRM shows with that value was written by us,
+/// not by a manager, so the next update may change it again (and need not send it twice).
+pub fn reconcile_pending(
+    sent: &Map<String, Value>,
+    pending: &Map<String, Value>,
+    lead: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut out = sent.clone();
+    for (key, value) in pending {
+        if crm_value(lead, key).is_some_and(|current| same_value(current, value)) {
+            out.insert(key.clone(), value.clone());
+        }
+    }
+    out
+}
+
 pub fn is_connector_owned(field: &str) -> bool {
     field.starts_with("UF_CRM_TELEAGENT_")
 }
@@ -402,6 +420,39 @@ mod tests {
             e164: "+998901234567".into(),
             region: Some("UZ".into()),
         }
+    }
+
+    #[test]
+    fn a_pending_value_the_lead_shows_counts_as_sent_and_others_do_not() {
+        let sent = json!({"STATUS_ID": "NEW", "UF_CRM_TELEAGENT_SCORE": 6, "NAME": "Ann"});
+        let pending =
+            json!({"STATUS_ID": "IN_PROCESS", "UF_CRM_TELEAGENT_SCORE": 37, "NAME": "Anna"});
+        // Our interrupted write landed for the status and the score; a manager renamed the lead.
+        let lead =
+            json!({"STATUS_ID": "IN_PROCESS", "UF_CRM_TELEAGENT_SCORE": "37", "NAME": "Annie"});
+        let out = reconcile_pending(
+            sent.as_object().unwrap(),
+            pending.as_object().unwrap(),
+            lead.as_object().unwrap(),
+        );
+        assert_eq!(out["STATUS_ID"], "IN_PROCESS");
+        assert_eq!(out["UF_CRM_TELEAGENT_SCORE"], 37);
+        assert_eq!(
+            out["NAME"], "Ann",
+            "the manager's name is not taken as ours"
+        );
+        // The next event's score equals the stale sent value: it must still be written.
+        let desired = json!({"UF_CRM_TELEAGENT_SCORE": 6, "STATUS_ID": "UC_QUALIFIED"});
+        let plan = plan_update(UpdateInput {
+            desired: desired.as_object().unwrap(),
+            sent: &out,
+            crm: lead.as_object(),
+            older: false,
+            link_phone: None,
+            foreign: false,
+        });
+        assert_eq!(plan.fields.get("UF_CRM_TELEAGENT_SCORE"), Some(&json!(6)));
+        assert_eq!(plan.fields.get("STATUS_ID"), Some(&json!("UC_QUALIFIED")));
     }
 
     #[test]

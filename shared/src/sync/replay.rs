@@ -3,8 +3,12 @@
 //! `occurred_at` order) once the portal is usable again. Three things start a replay: a connect,
 //! a successful `test` of an integration in `error`, and the tenant's next successful sync. None
 //! of them replays in its own time: each sends one small request message to the lead queue
-//! (group `<tenant>:~replay`, deduplicated per tenant and minute, so a burst of successes asks
-//! once), and lead-sync carries the replay out when that message arrives.
+//! (group `<tenant>:~replay`), and lead-sync carries the replay out when that message arrives.
+//! A successful sync's requests are deduplicated per tenant and minute, so a burst of successes
+//! asks once; a connect's or test's request, a timer and a renewal always go out (the FIFO queue
+//! drops an id it saw in the last five minutes, even when that request already ran, before the
+//! events it would now replay were parked). A fourth starter is the timer lead-sync sets when it
+//! parks events of a working integration: a request that waits `REPLAY_AFTER_PARK_SECS`.
 //!
 //! A replay is safe under concurrency: each parked event is deleted only if it is still the copy
 //! that was sent (see [`crate::store::Store::delete_parked`]); one parked again meanwhile stays.
@@ -48,9 +52,6 @@ pub struct ReplayRequest {
     pub not_before_ms: Option<i64>,
 }
 
-/// Timers are deduplicated per tenant in slots of this length.
-const TIMER_SLOT_MS: i64 = 60_000;
-
 /// The replay request a body holds, or `None` when the body is something else.
 pub fn parse_request(body: &str) -> Option<ReplayRequest> {
     let v: Value = serde_json::from_str(body).ok()?;
@@ -80,13 +81,17 @@ pub async fn request_replay(
 
 /// Sets the timer: a replay request that waits until `not_before_ms`. Timers have a group of
 /// their own (`<tenant>:~replay-later`), so a waiting timer never holds up a connect's request.
+/// A timer is never deduplicated against an earlier one: that one may have fired already,
+/// before the events this timer is for were parked (the sync engine keeps the count down by
+/// not setting a second timer while its own is still ahead). A renewal of a timer that used
+/// up its receives carries the same time and must not pass for a repeat either.
 pub async fn request_replay_later(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     tenant: &TenantId,
     not_before_ms: i64,
 ) -> Result<(), ReplayError> {
-    send_request(sqs, queue_url, tenant, true, Some(not_before_ms)).await
+    send_request(sqs, queue_url, tenant, false, Some(not_before_ms)).await
 }
 
 async fn send_request(
@@ -100,10 +105,10 @@ async fn send_request(
     if let Some(at) = not_before_ms {
         body["not_before_ms"] = json!(at);
     }
-    let slot = match (dedup, not_before_ms) {
-        (true, Some(at)) => format!("t{}", at / TIMER_SLOT_MS),
-        (true, None) => format!("m{}", now_millis() / 60_000),
-        (false, _) => format!("c{}", now_millis()),
+    let slot = if dedup {
+        format!("m{}", now_millis() / 60_000)
+    } else {
+        format!("c{}", uuid::Uuid::new_v4().simple())
     };
     let group = if not_before_ms.is_some() {
         "~replay-later"

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use super::failure::SyncError;
+use super::failure::{SyncError, retry_in_place};
 use super::fields::{self, UpdateInput};
 use super::ports::{Lead, LeadCrm, LeadLinks};
 use crate::crm::{CrmError, Operation, PortalCaps};
@@ -24,8 +24,6 @@ use crate::tenant::TenantId;
 
 /// The per-customer create lock's lease: one search plus one create, with room for slow calls.
 const CREATE_LEASE: Duration = Duration::from_secs(60);
-/// Attempts of the link write after Bitrix24 was written (100, 200, 400 ms apart).
-const LINK_WRITE_ATTEMPTS: usize = 4;
 /// How many leads a search may offer before the connector stops reading them and creates one:
 /// each costs a read, and a server whose search ignores its filter offers every lead.
 const MAX_ADOPT_CANDIDATES: usize = 3;
@@ -58,6 +56,45 @@ pub struct Resolver<'a, C, L> {
     pub phone: Option<Phone>,
     pub caps: PortalCaps,
     pub now: OffsetDateTime,
+    /// What this event sent to a linked lead and has not recorded yet (the engine keeps it on
+    /// the link if the event fails from here on).
+    pub unrecorded: &'a Unrecorded,
+}
+
+/// Field values sent to a linked lead whose link does not record them yet: from the update
+/// until the link write. If the event fails in between (an answer lost, a later call failing,
+/// the invocation deadline), they may have landed; the engine then keeps them on the link as
+/// [`LinkMeta::pending`], and the next event reads the lead before trusting `sent`.
+#[derive(Debug, Default)]
+pub struct Unrecorded(std::sync::Mutex<Option<PendingWrite>>);
+
+/// See [`Unrecorded`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingWrite {
+    pub customer_id: String,
+    pub lead_id: i64,
+    pub fields: Map<String, Value>,
+}
+
+impl Unrecorded {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<PendingWrite>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn note(&self, write: PendingWrite) {
+        *self.slot() = Some(write);
+    }
+
+    fn clear(&self) {
+        *self.slot() = None;
+    }
+
+    /// What an event that failed may have written unrecorded, if anything.
+    pub fn take(&self) -> Option<PendingWrite> {
+        self.slot().take()
+    }
 }
 
 /// The `VALUE`s of a lead's PHONE multifield.
@@ -182,6 +219,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         let meta = LinkMeta {
             verified_at: Some(self.now),
             notes_sent: self.event.lead.notes.clone(),
+            pending: Map::new(),
         };
         self.record(&link, &meta).await?;
         Ok(Synced {
@@ -264,6 +302,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         let meta = LinkMeta {
             verified_at: Some(self.now),
             notes_sent: self.event.lead.notes.clone(),
+            pending: Map::new(),
         };
         self.record(&link, &meta).await?;
         let kind = match found {
@@ -284,33 +323,36 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         let older = self.event.occurred_at < link.last_event_at;
         let desired = fields::desired(self.event, &self.caps, self.phone.as_ref());
         let notes = fields::new_notes(self.event, meta.notes_sent.as_deref());
-        let input = |crm| UpdateInput {
+        let input = |crm, sent| UpdateInput {
             desired: &desired,
-            sent: &link.sent,
+            sent,
             crm,
             older,
             link_phone: link.phone_e164.as_deref(),
             foreign: false,
         };
-        let trusted = fields::plan_update(input(None));
+        let trusted = fields::plan_update(input(None, &link.sent));
         let has_text = notes.is_some() || !trusted.text_lines.is_empty();
         let by_tool = self.crm.has(Operation::AddComment);
         let mut verified_at = meta.verified_at;
         // Ownership, not a time window: the connector's own user fields and its comments are
         // written without a read; a field a manager owns (status, name, phone, any standard
         // field) changes only after a read in this event shows the value last sent (or none),
-        // so a manager's edit is never overwritten. Appending to COMMENTS needs the text too.
-        let needs_read = trusted
-            .fields
-            .keys()
-            .any(|k| !fields::is_connector_owned(k))
+        // so a manager's edit is never overwritten. Appending to COMMENTS needs the text too,
+        // and an interrupted write (`pending`) is settled against what the lead shows.
+        let needs_read = !meta.pending.is_empty()
+            || trusted
+                .fields
+                .keys()
+                .any(|k| !fields::is_connector_owned(k))
             || (has_text && !by_tool);
         let plan = if needs_read {
             let Some(lead) = self.crm.get_lead(lead_id).await? else {
                 return Ok(None);
             };
             verified_at = Some(self.now);
-            let mut plan = fields::plan_update(input(Some(&lead)));
+            let sent = fields::reconcile_pending(&link.sent, &meta.pending, &lead);
+            let mut plan = fields::plan_update(input(Some(&lead), &sent));
             plan.fields =
                 self.with_comments(plan.fields, notes, &plan.text_lines, Some(&lead), by_tool);
             plan
@@ -322,6 +364,8 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         let text = fields::comment_text(self.event.occurred_at, notes, &plan.text_lines);
         let sent_fields = !plan.fields.is_empty();
         if sent_fields {
+            self.unrecorded
+                .note(self.pending_write(lead_id, &meta.pending, &plan));
             if !self.crm.update_lead(lead_id, plan.fields).await? {
                 return Ok(None);
             }
@@ -336,14 +380,37 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         let meta = LinkMeta {
             verified_at,
             notes_sent: notes.map(str::to_owned).or(meta.notes_sent),
+            pending: Map::new(),
         };
         self.record(&self.moved_on(link, plan.sent), &meta).await?;
+        self.unrecorded.clear();
         let kind = match (sent_fields, text.is_some()) {
             (true, _) => "lead_updated",
             (false, true) => "notes_added",
             (false, false) => "lead_unchanged",
         };
         Ok(Some(Synced { kind, lead_id }))
+    }
+
+    /// What an update is about to write, in the form `sent` keeps, with whatever was still
+    /// pending from before (COMMENTS is history, not a value to compare).
+    fn pending_write(
+        &self,
+        lead_id: i64,
+        before: &Map<String, Value>,
+        plan: &fields::UpdatePlan,
+    ) -> PendingWrite {
+        let mut pending = before.clone();
+        for key in plan.fields.keys().filter(|k| k.as_str() != "COMMENTS") {
+            if let Some(v) = plan.sent.get(key) {
+                pending.insert(key.clone(), v.clone());
+            }
+        }
+        PendingWrite {
+            customer_id: self.customer().to_owned(),
+            lead_id,
+            fields: pending,
+        }
     }
 
     /// A timeline comment. If the server refuses it (a comment tool that sends what this portal
@@ -385,16 +452,8 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
     /// Bitrix24 again (a second comment), so the write is tried a few times in place before the
     /// failure goes to the failure plan.
     async fn record(&self, link: &LeadLink, meta: &LinkMeta) -> Result<(), SyncError> {
-        let mut pause = Duration::from_millis(100);
-        for _ in 1..LINK_WRITE_ATTEMPTS {
-            match self.links.put_link(self.tenant(), link, meta).await {
-                Ok(()) => return Ok(()),
-                Err(e) => tracing::warn!(error = %e, "the link write failed; trying again"),
-            }
-            tokio::time::sleep(pause).await;
-            pause *= 2;
-        }
-        Ok(self.links.put_link(self.tenant(), link, meta).await?)
+        let t = self.tenant();
+        Ok(retry_in_place("the link", || self.links.put_link(t, link, meta)).await?)
     }
 
     /// The link after this event: what was sent, the newest event time, the phone once known.

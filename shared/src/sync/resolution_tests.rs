@@ -24,6 +24,8 @@ struct FakeCrm {
     no_comment_tool: bool,
     /// The comment tool answers a refusal (it sends what the portal does not take).
     comment_refused: bool,
+    /// The comment tool times out (the portal's trouble, retried).
+    comment_times_out: bool,
     next_id: i64,
 }
 
@@ -121,6 +123,13 @@ impl LeadCrm for FakeCrm {
         if self.comment_refused {
             return Err(SyncError::Crm(CrmError::Mcp(
                 crate::mcp::McpError::Permanent { code: None },
+            )));
+        }
+        if self.comment_times_out {
+            return Err(SyncError::Crm(CrmError::Mcp(
+                crate::mcp::McpError::Transient {
+                    reason: crate::mcp::TransientReason::Timeout,
+                },
             )));
         }
         if !self.leads.contains_key(&id) {
@@ -246,6 +255,7 @@ fn link(
         LinkMeta {
             verified_at: Some(last_event_at),
             notes_sent: None,
+            pending: Map::new(),
         },
     )
 }
@@ -255,6 +265,16 @@ async fn run(
     links: &FakeLinks,
     ev: &LeadEvent,
     uf: bool,
+) -> Result<Synced, SyncError> {
+    run_noting(crm, links, ev, uf, &Unrecorded::default()).await
+}
+
+async fn run_noting(
+    crm: &mut FakeCrm,
+    links: &FakeLinks,
+    ev: &LeadEvent,
+    uf: bool,
+    unrecorded: &Unrecorded,
 ) -> Result<Synced, SyncError> {
     let phone = ev.raw_phone().map(|raw| parse_phone(raw, None));
     Resolver {
@@ -268,6 +288,7 @@ async fn run(
             ..PortalCaps::default()
         },
         now: OffsetDateTime::now_utc(),
+        unrecorded,
     }
     .resolve()
     .await
@@ -717,4 +738,71 @@ async fn resolution_rules() {
     let renamed = by_why("the manager renamed the lead");
     assert_eq!(renamed.crm.leads[&101]["NAME"], "Anna (VIP)");
     assert_eq!(renamed.crm.leads[&101]["STATUS_ID"], "IN_PROCESS");
+}
+
+/// An event whose update landed but whose link was never written (its comment timed out, it
+/// was parked) must not leave the next event trusting a stale `sent`: the score the stale
+/// value happens to equal is still written, and our own landed status is not taken for a
+/// manager's edit.
+#[tokio::test]
+async fn an_update_that_landed_unrecorded_is_settled_by_the_next_event() {
+    let now = OffsetDateTime::now_utc();
+    let mut crm = FakeCrm::with(&[
+        json!({"STATUS_ID": "NEW", "NAME": "Ann", "UF_CRM_TELEAGENT_SCORE": "6",
+        "PHONE": [{"ID": "1", "VALUE": PHONE, "VALUE_TYPE": "WORK"}]}),
+    ]);
+    let links = FakeLinks::default();
+    let sent =
+        json!({"STATUS_ID": "NEW", "NAME": "Ann", "PHONE": PHONE, "UF_CRM_TELEAGENT_SCORE": 6});
+    links.set(
+        "c1",
+        link("c1", 101, PORTAL, now - time::Duration::minutes(5), sent),
+    );
+
+    // A: score 37, contacted. The update lands, the comment times out: the event fails.
+    let mut a = event("c1", Some(PHONE));
+    a.lead.score = 37;
+    a.lead.notes = Some("call back".into());
+    a.occurred_at = now - time::Duration::minutes(2);
+    crm.comment_times_out = true;
+    let unrecorded = Unrecorded::default();
+    assert!(
+        run_noting(&mut crm, &links, &a, true, &unrecorded)
+            .await
+            .is_err()
+    );
+    assert_eq!(crm.leads[&101]["UF_CRM_TELEAGENT_SCORE"], json!(37));
+    let write = unrecorded.take().expect("the landed update is reported");
+    assert_eq!(write.lead_id, 101);
+    assert_eq!(write.fields["UF_CRM_TELEAGENT_SCORE"], json!(37));
+    assert_eq!(write.fields["STATUS_ID"], json!("IN_PROCESS"));
+    // What the engine does with it (Store::mark_link_pending).
+    let Some(LinkState::Linked(l, mut meta)) = links.get("c1") else {
+        panic!("linked")
+    };
+    meta.pending = write.fields;
+    links.set("c1", LinkState::Linked(l, meta));
+
+    // A was parked; B comes next: score 6 again (the stale `sent` value), won.
+    crm.comment_times_out = false;
+    let mut b = event("c1", Some(PHONE));
+    b.lead.score = 6;
+    b.lead.status = Some(LeadStatus::Won);
+    b.occurred_at = now - time::Duration::minutes(1);
+    assert_eq!(
+        run(&mut crm, &links, &b, true).await.unwrap().kind,
+        "lead_updated"
+    );
+    let lead = &crm.leads[&101];
+    assert_eq!(lead["UF_CRM_TELEAGENT_SCORE"], json!(6), "B's score lands");
+    assert_eq!(
+        lead["STATUS_ID"],
+        json!("CONVERTED"),
+        "our own IN_PROCESS was not a manager's"
+    );
+    let Some(LinkState::Linked(l, meta)) = links.get("c1") else {
+        panic!("linked")
+    };
+    assert!(meta.pending.is_empty(), "settled");
+    assert_eq!(l.sent["UF_CRM_TELEAGENT_SCORE"], json!(6));
 }

@@ -938,6 +938,20 @@ async fn revoked_token_turns_error_and_a_passing_test_heals_and_replays_parked_e
     let t = TenantId::parse(&tenant).unwrap();
     let token = fx.sandbox.issue_token(false);
     assert_eq!(fx.connect(&tenant, &token).await.status, 200);
+    // The connect asked for a replay too (never deduplicated against another request): take it
+    // off the queue, so what follows sees the test's own.
+    let asked =
+        teleagent_tests::harness::receive_as_event(&fx.env.clients.sqs, &fx.env.queue_url).await;
+    assert_eq!(asked.records.len(), 1, "connect asks once");
+    fx.env
+        .clients
+        .sqs
+        .delete_message()
+        .queue_url(&fx.env.queue_url)
+        .receipt_handle(asked.records[0].receipt_handle.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
 
     fx.sandbox.revoke_token(&token);
     let tst = fx.send(Route::Test, &tenant, None).await;

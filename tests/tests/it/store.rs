@@ -9,7 +9,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::json;
 use shared::store::{
-    Claim, Integration, LeadLink, NewConnection, RateParams, Store, StoreError, SyncStatus,
+    Claim, Integration, LeadLink, LinkMeta, LinkState, NewConnection, RateParams, Store,
+    StoreError, SyncStatus,
 };
 use shared::tenant::TenantId;
 use teleagent_tests::harness::TestEnv;
@@ -269,6 +270,58 @@ async fn version_guards_detect_concurrent_writers() {
         .await
         .unwrap();
     assert_eq!((ok.last_error, ok.version), (None, 4));
+}
+
+/// An interrupted write kept on the link: only while the item links that lead; read back with
+/// the link; a whole put after the next event clears it.
+#[tokio::test]
+async fn a_pending_write_is_kept_on_its_link_only() {
+    let env = TestEnv::new().await;
+    let st = store(&env);
+    let t = tenant("pending");
+    let link = LeadLink {
+        customer_id: "tg:9".into(),
+        lead_id: 42,
+        portal_id: "p1".into(),
+        phone_e164: None,
+        last_event_at: datetime!(2025-03-01 10:00:00 UTC),
+        sent: serde_json::Map::new(),
+    };
+    let mut pending = serde_json::Map::new();
+    pending.insert("STATUS_ID".into(), json!("IN_PROCESS"));
+    pending.insert("UF_CRM_TELEAGENT_SCORE".into(), json!(37));
+    assert!(
+        !st.mark_link_pending(&t, "tg:9", 42, &pending)
+            .await
+            .unwrap(),
+        "no link: nothing written"
+    );
+    st.put_link(&t, &link).await.unwrap();
+    assert!(
+        !st.mark_link_pending(&t, "tg:9", 41, &pending)
+            .await
+            .unwrap(),
+        "another lead: left alone"
+    );
+    assert!(
+        st.mark_link_pending(&t, "tg:9", 42, &pending)
+            .await
+            .unwrap()
+    );
+    let Some(LinkState::Linked(read, meta)) = st.get_link_state(&t, "tg:9").await.unwrap() else {
+        panic!("linked")
+    };
+    assert_eq!((read, meta.pending.clone()), (link.clone(), pending));
+    st.put_link_with(&t, &link, &LinkMeta::default())
+        .await
+        .unwrap();
+    let Some(LinkState::Linked(_, meta)) = st.get_link_state(&t, "tg:9").await.unwrap() else {
+        panic!("linked")
+    };
+    assert!(
+        meta.pending.is_empty(),
+        "the next event's link write settles it"
+    );
 }
 
 #[tokio::test]

@@ -1104,3 +1104,42 @@ async fn a_search_that_ignores_its_filter_never_touches_a_stranger() {
         "the customer got a lead of their own"
     );
 }
+
+/// A timer that used up its receives is renewed with the same time, and a second timer may be
+/// set after the first one fired. SQS drops a FIFO message whose deduplication id it saw in the
+/// last five minutes, even when that message was already received and deleted (moto drops it
+/// only while the first is still queued), so every timer must carry an id of its own, or the
+/// parked events it is for wait for good.
+#[tokio::test]
+async fn replay_timers_never_repeat_a_deduplication_id() {
+    let env = TestEnv::new().await;
+    let t = TenantId::parse("timer-renewal").unwrap();
+    let sqs = &env.clients.sqs;
+    let at = i64::try_from(
+        (time::OffsetDateTime::now_utc() + time::Duration::seconds(1)).unix_timestamp_nanos()
+            / 1_000_000,
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for round in 0..2 {
+        shared::sync::replay::request_replay_later(sqs, &env.queue_url, &t, at)
+            .await
+            .unwrap();
+        let got = teleagent_tests::harness::receive_as_event(sqs, &env.queue_url).await;
+        assert_eq!(got.records.len(), 1, "timer {round} arrives");
+        let r = &got.records[0];
+        let request = shared::sync::replay::parse_request(r.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            (request.tenant, request.not_before_ms),
+            (t.clone(), Some(at))
+        );
+        ids.push(r.attributes["MessageDeduplicationId"].clone());
+        sqs.delete_message()
+            .queue_url(&env.queue_url)
+            .receipt_handle(r.receipt_handle.clone().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_ne!(ids[0], ids[1], "a renewal is not a repeat");
+}
