@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::crm::{Crm, CrmError};
 use crate::events::LeadEvent;
 use crate::mcp::{McpClient, UrlGuard};
+use crate::metrics::{Metric, Metrics};
 use crate::phone::parse_phone;
 use crate::store::{Claim, Integration, Store, StoreError, SyncStatus};
 use crate::tenant::TenantId;
@@ -50,6 +51,16 @@ struct Inner {
     replay_queue: Option<(aws_sdk_sqs::Client, String)>,
     replay_asked: StdMutex<HashMap<String, Instant>>,
     last_sync_touched: StdMutex<HashMap<String, Instant>>,
+    metrics: Metrics,
+}
+
+/// What one event's sync used so far, kept past a failure: the integration version (an
+/// integration-wide failure is recorded only against the connection that failed) and the
+/// `tools/call` requests made (for the event's log line).
+#[derive(Debug, Default)]
+struct Progress {
+    version: Option<u64>,
+    calls: u32,
 }
 
 /// The sync engine: built once per container, cheap to clone (shared state behind an `Arc`).
@@ -76,6 +87,7 @@ impl SyncEngine {
                 replay_queue: None,
                 replay_asked: StdMutex::new(HashMap::new()),
                 last_sync_touched: StdMutex::new(HashMap::new()),
+                metrics: Metrics::off(),
             }),
         }
     }
@@ -86,6 +98,19 @@ impl SyncEngine {
             inner.replay_queue = Some((sqs, queue_url));
         }
         self
+    }
+
+    /// Records the engine's outcomes (what each synced event did, its latency and calls,
+    /// integrations turned to `error`) in `metrics`; the batch flushes them.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = metrics;
+        }
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     pub fn store(&self) -> &Store {
@@ -128,22 +153,36 @@ impl SyncEngine {
         match i.store.claim(t, &event.event_id, EVENT_LEASE, now).await {
             Ok(Claim::Claimed) => {}
             Ok(Claim::AlreadyDone) => {
-                tracing::info!("duplicate event: already done");
+                i.metrics.count(Metric::EventsDuplicate, 1);
+                tracing::info!(
+                    tenant_id = %t,
+                    customer_id = %event.customer.id,
+                    event_id = %event.event_id,
+                    outcome = "duplicate",
+                    calls = 0,
+                    "event already done: acknowledged"
+                );
                 return Outcome::Done;
             }
             Ok(Claim::HeldByOther { until }) => {
                 // Never acknowledged: the other consumer may fail. Nothing to release.
                 let wait = (until - now).try_into().unwrap_or(Duration::ZERO);
                 let err = SyncError::EventHeld { wait };
-                return self.carry_out(event, body, receive_count, &err, None).await;
+                let none = Progress::default();
+                return self
+                    .carry_out(event, body, receive_count, &err, &none)
+                    .await;
             }
             Err(e) => {
                 let err = SyncError::Store(e);
-                return self.carry_out(event, body, receive_count, &err, None).await;
+                let none = Progress::default();
+                return self
+                    .carry_out(event, body, receive_count, &err, &none)
+                    .await;
             }
         }
-        let mut version = None;
-        let run = self.sync(event, &mut version);
+        let mut progress = Progress::default();
+        let run = self.sync(event, &mut progress);
         let result = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
             Some(left) => tokio::time::timeout(left, run)
                 .await
@@ -152,12 +191,12 @@ impl SyncEngine {
         };
         match result {
             Ok((done, integ)) => {
-                self.finish(event, done, &integ).await;
+                self.finish(event, done, &integ, progress.calls).await;
                 Outcome::Done
             }
             Err(err) => {
                 let outcome = self
-                    .carry_out(event, body, receive_count, &err, version)
+                    .carry_out(event, body, receive_count, &err, &progress)
                     .await;
                 if let Err(e) = i.store.release(t, &event.event_id).await {
                     tracing::warn!(error = %e, "could not release the event claim (the lease will expire)");
@@ -167,14 +206,29 @@ impl SyncEngine {
         }
     }
 
-    /// After a sync: the done mark (which is also the event's audit line), `last_sync_at` (at
-    /// most once a minute), and a replay request when the tenant has parked events (its portal
-    /// works again).
-    async fn finish(&self, event: &LeadEvent, done: Synced, integ: &Integration) {
+    /// After a sync: its metrics and log line, the done mark (which is also the event's audit
+    /// line), `last_sync_at` (at most once a minute), and a replay request when the tenant has
+    /// parked events (its portal works again).
+    async fn finish(&self, event: &LeadEvent, done: Synced, integ: &Integration, calls: u32) {
         let i = &self.inner;
         let t = &event.tenant_id;
+        let latency: Duration = (OffsetDateTime::now_utc() - event.occurred_at)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        i.metrics.count(synced_metric(done.kind), 1);
+        i.metrics.observe(Metric::LeadLatencyMs, latency);
         tracing::Span::current().record("lead_id", done.lead_id);
-        tracing::info!(kind = done.kind, lead_id = done.lead_id, "event synced");
+        // The event's searchable line: the fields are on the line itself, not only on its span.
+        tracing::info!(
+            tenant_id = %t,
+            customer_id = %event.customer.id,
+            event_id = %event.event_id,
+            lead_id = done.lead_id,
+            outcome = done.kind,
+            calls,
+            latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            "event synced"
+        );
         let outcome =
             json!({"kind": done.kind, "customer_id": event.customer.id, "lead_id": done.lead_id});
         if let Err(e) = i
@@ -231,7 +285,7 @@ impl SyncEngine {
     async fn sync(
         &self,
         event: &LeadEvent,
-        version: &mut Option<u64>,
+        progress: &mut Progress,
     ) -> Result<(Synced, Integration), SyncError> {
         let i = &self.inner;
         let t = &event.tenant_id;
@@ -239,7 +293,7 @@ impl SyncEngine {
             Some(integ) if integ.is_connected() => integ,
             _ => return Err(SyncError::NotConnected),
         };
-        *version = Some(integ.version);
+        progress.version = Some(integ.version);
         match integ.sync_status {
             Some(SyncStatus::Error) => return Err(SyncError::IntegrationInError),
             Some(SyncStatus::Paused) => return Err(SyncError::Paused),
@@ -256,7 +310,7 @@ impl SyncEngine {
             return Err(SyncError::NotConnected);
         };
         let done = self
-            .sync_bound(conn, &integ, &portal_id, event, version)
+            .sync_bound(conn, &integ, &portal_id, event, progress)
             .await?;
         Ok((done, integ))
     }
@@ -270,12 +324,13 @@ impl SyncEngine {
         integ: &Integration,
         portal_id: &str,
         event: &LeadEvent,
-        version: &mut Option<u64>,
+        progress: &mut Progress,
     ) -> Result<Synced, SyncError> {
         let first = if conn.binding.ops.is_empty() {
             Err(SyncError::Crm(CrmError::BindingStale { op: "all" }))
         } else {
-            self.resolve(conn, integ, portal_id, event).await
+            self.resolve(conn, integ, portal_id, event, &mut progress.calls)
+                .await
         };
         let rejected = match &first {
             Err(SyncError::Crm(CrmError::Rejected { .. })) => true,
@@ -297,8 +352,9 @@ impl SyncEngine {
             .await;
         conn.version = updated.version;
         conn.binding = binding;
-        *version = Some(updated.version);
-        self.resolve(conn, integ, portal_id, event).await
+        progress.version = Some(updated.version);
+        self.resolve(conn, integ, portal_id, event, &mut progress.calls)
+            .await
     }
 
     async fn resolve(
@@ -307,6 +363,7 @@ impl SyncEngine {
         integ: &Integration,
         portal_id: &str,
         event: &LeadEvent,
+        calls: &mut u32,
     ) -> Result<Synced, SyncError> {
         let i = &self.inner;
         i.conns.open_session(conn).await?;
@@ -321,6 +378,8 @@ impl SyncEngine {
             budget: &i.store,
             tenant: &event.tenant_id,
             rate: &integ.rate,
+            metrics: &i.metrics,
+            calls,
         };
         let phone = event
             .raw_phone()
@@ -346,7 +405,7 @@ impl SyncEngine {
         body: &str,
         receive_count: u32,
         err: &SyncError,
-        version: Option<u64>,
+        progress: &Progress,
     ) -> Outcome {
         let i = &self.inner;
         let t = &event.tenant_id;
@@ -360,15 +419,19 @@ impl SyncEngine {
             integration,
             event: event_plan,
             operator_alarm,
+            class,
         } = plan(err, attempt);
+        // The failure's searchable line: its class and the safe reason (a `SyncError`'s Display
+        // never holds a token or upstream text).
+        let outcome = event_plan.name();
         if operator_alarm {
-            tracing::error!(error = %err, operator_alarm = true, "operator-side failure; retried, the tenant is not blamed");
+            tracing::error!(tenant_id = %t, customer_id = %event.customer.id, event_id = %event.event_id, outcome, failure_class = class, calls = progress.calls, reason = %err, operator_alarm = true, "operator-side failure; retried, the tenant is not blamed");
         } else {
-            tracing::info!(error = %err, plan = ?event_plan, "event not synced");
+            tracing::info!(tenant_id = %t, customer_id = %event.customer.id, event_id = %event.event_id, outcome, failure_class = class, calls = progress.calls, reason = %err, "event not synced");
         }
         i.conns.apply(t, cache).await;
         if let IntegrationPlan::Error(reason) = &integration
-            && let Some(v) = version
+            && let Some(v) = progress.version
         {
             match i
                 .store
@@ -376,6 +439,8 @@ impl SyncEngine {
                 .await
             {
                 Ok(_) => {
+                    i.metrics.count_as(Metric::IntegrationsErrored, class, 1);
+                    tracing::warn!(tenant_id = %t, failure_class = class, %reason, "integration turned to error");
                     let detail = json!({"reason": reason, "event_id": event.event_id});
                     self.audit(t, "integration_error", detail).await;
                 }
@@ -459,6 +524,17 @@ impl SyncEngine {
         if let Err(e) = self.inner.store.audit(t, kind, detail).await {
             tracing::warn!(error = %e, kind, "could not write the audit line");
         }
+    }
+}
+
+/// The metric a successful sync counts in, by what it did (`Synced::kind`).
+fn synced_metric(kind: &str) -> Metric {
+    match kind {
+        "lead_created" | "lead_recovered" => Metric::LeadsCreated,
+        "notes_added" => Metric::NotesAdded,
+        "lead_unchanged" => Metric::EventsUnchanged,
+        // lead_updated, and lead_linked: a lead found in the portal, adopted and written.
+        _ => Metric::LeadsUpdated,
     }
 }
 

@@ -116,6 +116,19 @@ pub enum EventPlan {
     Requeue(String),
 }
 
+impl EventPlan {
+    /// What happens to the event, as its log line's `outcome` says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventPlan::Skip(_) => "skipped_not_connected",
+            EventPlan::Park(_) => "parked",
+            EventPlan::DeadLetter(_) => "dead_lettered",
+            EventPlan::Retry { .. } => "retried",
+            EventPlan::Requeue(_) => "requeued",
+        }
+    }
+}
+
 /// The complete plan for one failed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -125,6 +138,21 @@ pub struct Plan {
     /// An operator-side failure: logged at error level with `operator_alarm = true` (what the
     /// alarms watch), never shown to the tenant as their problem.
     pub operator_alarm: bool,
+    /// The failure's class, as log lines and metrics name it ([`Class::name`]).
+    pub class: &'static str,
+}
+
+/// Names of the classes that turn an integration to `error`: they are the `Class` dimension of
+/// the `IntegrationsErrored` metric (connect's test uses them too).
+pub mod errored {
+    /// Bitrix24 refused the token (401, 403, `ACCESS_DENIED`, `insufficient_scope`).
+    pub const TOKEN_REJECTED: &str = "token_rejected";
+    /// The portal's MCP server no longer offers a bound operation (after binding again).
+    pub const TOOLS_GONE: &str = "tools_gone";
+    /// What our side stores or configures for the tenant is unusable: KMS refuses the stored
+    /// ciphertext, the allow-list now refuses the stored URL, the tool map or the stored
+    /// portal identity is invalid. Not the tenant's doing: an operator-side failure.
+    pub const STORED_CONNECTION: &str = "stored_connection";
 }
 
 /// Which delivery of the event this is, and the queue's limit.
@@ -167,8 +195,11 @@ enum Class {
     NotConnected,
     KeptForReconnect,
     Waiting(Duration),
-    PortalFailing { reset_session: bool },
-    IntegrationBroken { forget: bool },
+    PortalFailing {
+        reset_session: bool,
+    },
+    /// The integration goes to `error`; the name is one of [`errored`]'s.
+    IntegrationBroken(&'static str),
     EventData,
     Operator,
     Kept,
@@ -193,14 +224,16 @@ fn class(err: &SyncError, backoff: Duration) -> Class {
             }
         }
         SyncError::Crm(CrmError::Mcp(McpError::Unauthorized { .. })) => {
-            IntegrationBroken { forget: true }
+            IntegrationBroken(errored::TOKEN_REJECTED)
         }
         SyncError::Crm(CrmError::Mcp(McpError::UrlRejected(_) | McpError::UnknownTool))
-        | SyncError::Crm(CrmError::Unsupported(_) | CrmError::BindingStale { .. })
-        | SyncError::BadUrl(_)
+        | SyncError::Crm(CrmError::Unsupported(_) | CrmError::BindingStale { .. }) => {
+            IntegrationBroken(errored::TOOLS_GONE)
+        }
+        SyncError::BadUrl(_)
         | SyncError::BadConnection(_)
         | SyncError::Vault(VaultError::Refused { .. } | VaultError::BadResponse { .. }) => {
-            IntegrationBroken { forget: true }
+            IntegrationBroken(errored::STORED_CONNECTION)
         }
         SyncError::Crm(CrmError::Mcp(
             McpError::Permanent { .. } | McpError::NotFound | McpError::InvalidArguments,
@@ -219,16 +252,34 @@ fn class(err: &SyncError, backoff: Duration) -> Class {
     }
 }
 
+impl Class {
+    /// The class as log lines show it (`failure_class`).
+    fn name(self) -> &'static str {
+        match self {
+            Class::NotConnected => "not_connected",
+            Class::KeptForReconnect => "kept_for_reconnect",
+            Class::Waiting(_) => "waiting",
+            Class::PortalFailing { .. } => "portal_failing",
+            Class::IntegrationBroken(name) => name,
+            Class::EventData => "event_data",
+            Class::Operator => "operator",
+            Class::Kept => "kept",
+        }
+    }
+}
+
 /// The one `match` from a failure to everything that follows from it.
 pub fn plan(err: &SyncError, at: Attempt) -> Plan {
     let reason = err.to_string();
     let last = retries_exhausted(at.receive_count, at.max_receive_count);
     let backoff = backoff(at.receive_count, at.jitter_ms);
+    let class = class(err, backoff);
     let keep = |event| Plan {
         cache: CachePlan::Keep,
         integration: IntegrationPlan::Keep,
         event,
         operator_alarm: false,
+        class: class.name(),
     };
     let retry_or_park = |delay: Duration| {
         if last {
@@ -240,7 +291,7 @@ pub fn plan(err: &SyncError, at: Attempt) -> Plan {
             }
         }
     };
-    match class(err, backoff) {
+    match class {
         Class::NotConnected => keep(EventPlan::Skip(reason)),
         Class::KeptForReconnect | Class::Kept => keep(EventPlan::Park(reason)),
         Class::Waiting(_) if last => keep(EventPlan::Requeue(format!(
@@ -259,15 +310,12 @@ pub fn plan(err: &SyncError, at: Attempt) -> Plan {
             },
             ..keep(retry_or_park(backoff))
         },
-        Class::IntegrationBroken { forget } => Plan {
-            cache: if forget {
-                CachePlan::Forget
-            } else {
-                CachePlan::Keep
-            },
+        Class::IntegrationBroken(_) => Plan {
+            cache: CachePlan::Forget,
             integration: IntegrationPlan::Error(reason.clone()),
             event: EventPlan::Park(reason),
             operator_alarm: false,
+            class: class.name(),
         },
         Class::EventData => keep(EventPlan::DeadLetter(reason)),
         Class::Operator => Plan {
