@@ -19,6 +19,13 @@ use teleagent_tests::local::run::sign_jwt;
 use teleagent_tests::local::runtime_api::InvocationResult;
 use teleagent_tests::sandbox::{Sandbox, SandboxConfig};
 
+/// lead-sync's output up to the invocation that handled `event_id` (the EMF lines of the
+/// batches before it).
+fn out_before_revoke<'a>(out: &'a str, event_id: &str) -> &'a str {
+    let cut = out.find(event_id).unwrap_or(out.len());
+    &out[..out[..cut].rfind('\n').map_or(0, |i| i + 1)]
+}
+
 /// The functions' environment: this test's resources, the sandbox on loopback, JSON logs.
 fn function_env(env: &TestEnv, secret: &str) -> HashMap<String, String> {
     let mut vars = env.vars.clone();
@@ -116,22 +123,29 @@ async fn the_metric_lines_of_the_real_binaries_count_what_happened() {
     .await
     .unwrap();
     let run = tokio::spawn(async move { p.run(std::future::pending()).await });
-    let drained = poller::wait_drained(
-        &env.clients.sqs,
-        &env.queue_url,
-        Duration::from_secs(3),
-        Duration::from_secs(120),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    run.abort();
-    assert!(drained, "the lead queue drained");
+    let drain = || {
+        poller::wait_drained(
+            &env.clients.sqs,
+            &env.queue_url,
+            Duration::from_secs(3),
+            Duration::from_secs(120),
+            |_| {},
+        )
+    };
+    assert!(drain().await.unwrap(), "the lead queue drained");
     assert_eq!(sandbox.leads().len(), 3, "3 leads: {:?}", sandbox.leads());
+    let calls_before_revoke = sandbox.calls().tools_call;
+
+    // Then the tenant revokes the token: the next event is parked, the integration errored.
+    sandbox.revoke_token(&token);
+    let mut late = event(&tenant, "tg:1", 2);
+    late.lead.score = 99;
+    late.lead.notes = Some("after the revocation".into());
+    producer.send(&late).await.unwrap();
+    assert!(drain().await.unwrap(), "the lead queue drained again");
+    run.abort();
 
     let out = sync.output();
-    let mut t = Totals::default();
-    t.add_lines(&out, Some(function::LEAD_SYNC));
     let want = [
         ("EventsReceived", 8.0),
         ("LeadsCreated", 3.0),
@@ -141,16 +155,33 @@ async fn the_metric_lines_of_the_real_binaries_count_what_happened() {
         ("EventsRetried", 0.0),
         ("NotesAdded", 0.0),
         ("LeadLatencyMs", 7.0),
-        ("BitrixCalls.ok", sandbox.calls().tools_call as f64),
-        ("BitrixCalls", sandbox.calls().tools_call as f64),
+        ("BitrixCalls.ok", calls_before_revoke as f64),
     ];
+    // Everything up to the revocation, then the revoked event on top.
+    let mut all = Totals::default();
+    all.add_lines(&out, Some(function::LEAD_SYNC));
+    let mut first = Totals::default();
+    first.add_lines(
+        out_before_revoke(&out, &late.event_id),
+        Some(function::LEAD_SYNC),
+    );
     for (key, n) in want {
-        assert_eq!(t.get(key), n, "{key} in {:?}", t.sums);
+        assert_eq!(first.get(key), n, "{key} in {:?}", first.sums);
+    }
+    for (key, n) in [
+        ("EventsReceived", 9.0),
+        ("EventsParked", 1.0),
+        ("IntegrationsErrored.token_rejected", 1.0),
+        ("BitrixCalls.auth", 1.0),
+        // The sandbox counts authenticated calls only: the refused one is on top.
+        ("BitrixCalls", (sandbox.calls().tools_call + 1) as f64),
+    ] {
+        assert_eq!(all.get(key), n, "{key} in {:?}", all.sums);
     }
     assert!(
-        t.max["LeadLatencyMs"] >= 24_000.0,
+        all.max["LeadLatencyMs"] >= 24_000.0,
         "latency from occurred_at (24 s or more ago): {:?}",
-        t.max
+        all.max
     );
     let mut c = Totals::default();
     c.add_lines(&connect.output(), Some(function::CONNECT));
@@ -184,8 +215,30 @@ async fn the_metric_lines_of_the_real_binaries_count_what_happened() {
         out.contains("\"failure_class\":\"invalid_event\""),
         "the invalid event's failure has its class: {out}"
     );
+    let parked = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["fields"]["event_id"] == late.event_id.as_str() && v["fields"]["outcome"] == "parked"
+        })
+        .unwrap_or_else(|| panic!("the revoked event's failure line: {out}"));
+    assert_eq!(
+        parked["fields"]["failure_class"], "token_rejected",
+        "{parked}"
+    );
+    assert!(
+        parked["fields"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("rejected the token")),
+        "a safe reason: {parked}"
+    );
     for (name, text) in [("lead-sync", &out), ("bitrix-connect", &connect.output())] {
-        assert!(!text.contains(&token), "{name} printed the token");
-        assert!(!text.contains(&secret), "{name} printed the signing secret");
+        for (what, value) in [
+            ("the token", token.as_str()),
+            ("the refused token", "not-a-token-the-portal-knows"),
+            ("the signing secret", secret.as_str()),
+        ] {
+            assert!(!text.contains(value), "{name} printed {what}");
+        }
     }
 }

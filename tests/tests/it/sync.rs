@@ -1062,6 +1062,14 @@ async fn bitrix_admin_redrives_dead_letters_once_the_cause_is_fixed() {
     .await
     .unwrap();
     assert_eq!((left.moved, left.skipped), (1, 0), "{:?}", left.lines);
+    let dead = teleagent_tests::local::poller::peek_all(sqs, &dlq)
+        .await
+        .unwrap();
+    assert!(
+        dead.iter().all(|p| !p.body.contains(t.as_str())),
+        "none of the tenant's events is left in the dead-letter queue: {dead:?}"
+    );
+    assert_eq!(dead.len(), 1, "the other tenant's event stays: {dead:?}");
 }
 
 /// A server whose lead search ignores its filter: connect's live check fails with a reason, and
