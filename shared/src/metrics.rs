@@ -8,7 +8,7 @@
 //! container, so a container-wide recorder drained at the end of every invocation is a
 //! per-invocation one.
 //!
-//! Why not the `metrics_cloudwatch_embedded` crate (checked; the README's "Metrics" section has
+//! Why not the `metrics_cloudwatch_embedded` crate (checked; the README's "Metrics, dashboard, alarms and logs" section has
 //! the figures): it sits behind the `metrics` facade's process-global recorder, so the functions
 //! that tests run side by side in one process would share one set of counters, and label values
 //! are run-time strings. Here label values are `&'static str`: only values written in the code can
