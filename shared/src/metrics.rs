@@ -8,12 +8,13 @@
 //! container, so a container-wide recorder drained at the end of every invocation is a
 //! per-invocation one.
 //!
-//! Why not the `metrics_cloudwatch_embedded` crate (checked; the README's "Metrics, dashboard, alarms and logs" section has
-//! the figures): it sits behind the `metrics` facade's process-global recorder, so the functions
-//! that tests run side by side in one process would share one set of counters, and label values
-//! are run-time strings. Here label values are `&'static str`: only values written in the code can
-//! become a dimension, so a tenant id (read at run time) cannot, by construction. The format is
-//! small enough to own: one JSON object per dimension set.
+//! Why not the `metrics_cloudwatch_embedded` crate (measured: the README's "Metrics, dashboard,
+//! alarms and logs" has the figures; its cost is small): it records through the `metrics`
+//! facade's one process-wide recorder, so the engines that tests run side by side in one process
+//! would share one set of counters; its label values are run-time strings; it writes one
+//! dimension set per line. Here label values are `&'static str`: only values written in the code
+//! can become a dimension, so a tenant id (read at run time) cannot, by construction. The format
+//! is small enough to own: one JSON object per dimension set.
 //!
 //! Names are [`Metric`]'s, one list ([`Metric::ALL`]) that the template's alarms and dashboard are
 //! checked against.

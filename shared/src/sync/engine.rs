@@ -109,10 +109,6 @@ impl SyncEngine {
         self
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
@@ -541,4 +537,24 @@ fn synced_metric(kind: &str) -> Metric {
 /// A random 0..1000 ms for backoff jitter (uuid v4 is already a dependency and random enough).
 fn jitter_ms() -> u64 {
     (uuid::Uuid::new_v4().as_u128() % 1000) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind a sync reports lands in the metric the README's table names for it.
+    #[test]
+    fn each_synced_kind_counts_in_its_metric() {
+        for (kind, metric) in [
+            ("lead_created", Metric::LeadsCreated),
+            ("lead_recovered", Metric::LeadsCreated),
+            ("lead_linked", Metric::LeadsUpdated),
+            ("lead_updated", Metric::LeadsUpdated),
+            ("notes_added", Metric::NotesAdded),
+            ("lead_unchanged", Metric::EventsUnchanged),
+        ] {
+            assert_eq!(synced_metric(kind), metric, "{kind}");
+        }
+    }
 }
