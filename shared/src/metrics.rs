@@ -114,7 +114,8 @@ metrics! {
     /// Bitrix24 `tools/call` requests by how they ended (`ok`, `rate_limited`, `transient`,
     /// `auth`, `data`).
     BitrixCalls = "BitrixCalls", Count, Some("Outcome");
-    /// Time slept waiting for the portal's shared request budget.
+    /// Waits for a rate limit: each sleep for the portal's shared request budget, and each
+    /// retry delay of an event held back by a rate limit.
     RateLimitWaitMs = "RateLimitWaitMs", Milliseconds, None;
     /// From the event's `occurred_at` to its lead written in Bitrix24.
     LeadLatencyMs = "LeadLatencyMs", Milliseconds, None;

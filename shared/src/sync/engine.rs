@@ -425,6 +425,11 @@ impl SyncEngine {
         } else {
             tracing::info!(tenant_id = %t, customer_id = %event.customer.id, event_id = %event.event_id, outcome, failure_class = class, calls = progress.calls, reason = %err, "event not synced");
         }
+        if let EventPlan::Retry { delay, .. } = &event_plan
+            && err.is_rate_limit()
+        {
+            i.metrics.observe(Metric::RateLimitWaitMs, *delay);
+        }
         i.conns.apply(t, cache).await;
         if let IntegrationPlan::Error(reason) = &integration
             && let Some(v) = progress.version

@@ -82,6 +82,19 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
+impl SyncError {
+    /// A rate limit held the event back: Bitrix24's (503 `QUERY_LIMIT_EXCEEDED`, 429
+    /// `OPERATION_TIME_LIMIT`) or the portal's shared budget. Its retry delay is a rate-limit
+    /// wait (`RateLimitWaitMs`).
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(
+            self,
+            SyncError::RateBudget { .. }
+                | SyncError::Crm(CrmError::Mcp(McpError::RateLimited { .. }))
+        )
+    }
+}
+
 /// What happens to the tenant's cached token, binding and MCP session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CachePlan {

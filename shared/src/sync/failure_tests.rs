@@ -423,3 +423,24 @@ fn integration_errors_name_whose_side_failed() {
     assert_eq!(plan(&ddb_throttle(), at(1)).class, "operator");
     assert_eq!(plan(&transient(), at(1)).class, "portal_failing");
 }
+
+/// What `RateLimitWaitMs` counts besides the budget's sleeps: retries held back by a rate
+/// limit, and nothing else that retries.
+#[test]
+fn rate_limits_are_told_from_other_retries() {
+    let rows: Vec<(SyncError, bool)> = vec![
+        (mcp(McpError::RateLimited { retry_after: None }), true),
+        (
+            SyncError::RateBudget {
+                wait: Duration::from_secs(3),
+            },
+            true,
+        ),
+        (transient(), false),
+        (SyncError::CreateLockHeld, false),
+        (ddb_throttle(), false),
+    ];
+    for (err, want) in rows {
+        assert_eq!(err.is_rate_limit(), want, "{err:?}");
+    }
+}
