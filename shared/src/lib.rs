@@ -11,6 +11,7 @@ pub mod crm;
 pub mod events;
 pub mod http;
 pub mod mcp;
+pub mod metrics;
 pub mod phone;
 pub mod secret;
 pub mod store;

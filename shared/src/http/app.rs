@@ -115,6 +115,9 @@ pub struct App {
     pub vault: Vault,
     pub mcp: McpClient,
     pub sqs: aws_sdk_sqs::Client,
+    /// connect's and test's results (`ConnectResults`, `IntegrationsErrored`), written as EMF
+    /// lines after each request; off unless built by [`App::from_env`].
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl App {
@@ -124,7 +127,9 @@ impl App {
         let mut config = Config::from_env()?;
         let sdk = crate::aws::sdk_config().await;
         load_hs256_secret(&mut config, &sdk).await?;
-        Self::new(config, &AwsClients::from_sdk_config(&sdk))
+        let mut app = Self::new(config, &AwsClients::from_sdk_config(&sdk))?;
+        app.metrics = crate::metrics::Metrics::new();
+        Ok(app)
     }
 
     /// Builds the state from a configuration and clients (tests pass moto-backed ones).
@@ -137,6 +142,7 @@ impl App {
             sqs: clients.sqs.clone(),
             mcp,
             config,
+            metrics: crate::metrics::Metrics::off(),
         })
     }
 

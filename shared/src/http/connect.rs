@@ -135,6 +135,28 @@ pub fn connection_failure_reason(err: &CheckError) -> String {
     }
 }
 
+/// The class of a failed live check, as the `ConnectResults` metric's `Class` counts it: one
+/// word per reason a person is given ([`connection_failure_reason`]).
+pub fn check_class(err: &CheckError) -> &'static str {
+    match err {
+        CheckError::Mcp(McpError::Unauthorized { .. }) => "token_rejected",
+        CheckError::Mcp(McpError::UrlRejected(_)) => "url_rejected",
+        CheckError::Mcp(McpError::RateLimited { .. }) => "rate_limited",
+        CheckError::Mcp(McpError::Transient { .. }) | CheckError::Deadline(_) => "unreachable",
+        CheckError::Mcp(
+            McpError::Protocol { .. }
+            | McpError::NotFound
+            | McpError::UnknownTool
+            | McpError::InvalidArguments,
+        ) => "not_mcp",
+        CheckError::Missing(_) => "tools_missing",
+        CheckError::Mcp(McpError::Permanent { .. }) => "refused",
+        CheckError::FilterIgnored => "filter_ignored",
+        CheckError::ToolMap(_) => "tool_map",
+        CheckError::Crm(_) => "unexpected_answer",
+    }
+}
+
 /// Maps a vault failure at connect/test: KMS outages are 503, a missing or unusable key is an
 /// operator problem (500).
 pub(super) fn vault_error(what: &'static str, e: VaultError) -> ApiError {
@@ -169,8 +191,11 @@ pub(super) async fn connect(
     )
     .await
     .map_err(|e| {
-        tracing::info!(error = %e, "live check failed at connect");
-        ApiError::ConnectionFailed(connection_failure_reason(&e))
+        tracing::info!(error = %e, failure_class = check_class(&e), "live check failed at connect");
+        ApiError::ConnectionFailed {
+            reason: connection_failure_reason(&e),
+            class: check_class(&e),
+        }
     })?;
     let ciphertext = app
         .vault

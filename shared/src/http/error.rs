@@ -21,9 +21,10 @@ pub enum ApiError {
     /// that could be the token.
     #[error("{0}")]
     Invalid(String),
-    /// connect's live check failed; the reason is written for a person.
-    #[error("Connection failed: {0}")]
-    ConnectionFailed(String),
+    /// connect's live check failed; the reason is written for a person, the class
+    /// ([`super::connect::check_class`]) for the `ConnectResults` metric.
+    #[error("Connection failed: {reason}")]
+    ConnectionFailed { reason: String, class: &'static str },
     #[error("Bitrix24 MCP not configured")]
     NotConfigured,
     /// AWS (DynamoDB, KMS) is unavailable: retryable, 503.
@@ -50,9 +51,20 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             Self::Invalid(_) => S::UNPROCESSABLE_ENTITY,
-            Self::ConnectionFailed(_) | Self::NotConfigured => S::BAD_REQUEST,
+            Self::ConnectionFailed { .. } | Self::NotConfigured => S::BAD_REQUEST,
             Self::Unavailable { .. } => S::SERVICE_UNAVAILABLE,
             Self::Internal { .. } => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The class of a failed connect or test, as the `ConnectResults` metric counts it.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthenticated",
+            Self::MethodNotAllowed { .. } | Self::PayloadTooLarge | Self::Invalid(_) => "invalid",
+            Self::ConnectionFailed { class, .. } => class,
+            Self::NotConfigured => "not_configured",
+            Self::Unavailable { .. } | Self::Internal { .. } => "operator",
         }
     }
 
@@ -182,7 +194,10 @@ mod tests {
                 "mcp_token must be a string",
             ),
             (
-                ApiError::ConnectionFailed("x".into()),
+                ApiError::ConnectionFailed {
+                    reason: "x".into(),
+                    class: "unreachable",
+                },
                 400,
                 "Connection failed: x",
             ),

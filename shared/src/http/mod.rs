@@ -22,6 +22,8 @@ mod test_connection;
 
 use lambda_http::{Body, Request, Response};
 
+use crate::metrics::{self, Metric};
+
 pub use app::{App, AppError, StoreApp};
 pub use auth::AuthError;
 pub use connect::connection_failure_reason;
@@ -66,16 +68,25 @@ impl Route {
 /// `POST /connect`. Always a JSON response; the `Result` only satisfies `lambda_http::run`'s
 /// service bound and is never `Err` (the same holds for the other three entry points).
 pub async fn connect(app: &App, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(respond(
-        connect::connect(app, sensitive_authorization(req)).await,
-    ))
+    let result = connect::connect(app, sensitive_authorization(req)).await;
+    let class = result.as_ref().map_or_else(ApiError::class, |_| "ok");
+    app.metrics.count_as(Metric::ConnectResults, class, 1);
+    app.metrics.flush(metrics::function::CONNECT);
+    Ok(respond(result))
 }
 
 /// `POST /test`. Its failures also carry `ok: false` and `message` ([`ApiError::into_test_response`]).
 pub async fn test(app: &App, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(test_connection::test(app, sensitive_authorization(req))
-        .await
-        .unwrap_or_else(ApiError::into_test_response))
+    let (response, class) = match test_connection::test(app, sensitive_authorization(req)).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            let class = e.class();
+            (e.into_test_response(), class)
+        }
+    };
+    app.metrics.count_as(Metric::ConnectResults, class, 1);
+    app.metrics.flush(metrics::function::TEST);
+    Ok(response)
 }
 
 /// `POST /disconnect`.

@@ -5,11 +5,13 @@
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
-use super::connect::{connection_failure_reason, store_error, vault_error};
+use super::connect::{check_class, connection_failure_reason, store_error, vault_error};
 use super::error::json_response;
 use super::{ApiError, App, LIVE_CHECK_DEADLINE, Route, admit};
 use crate::crm::live_check;
+use crate::metrics::Metric;
 use crate::store::{Integration, StoreError, SyncStatus};
+use crate::sync::failure::errored;
 use crate::tenant::TenantId;
 use crate::vault::VaultError;
 
@@ -23,8 +25,12 @@ fn outcome(ok: bool, message: &str, portal_info: Value) -> Response<Body> {
     )
 }
 
+/// The answer, and its class for the `ConnectResults` metric (`ok`, or what failed).
 #[tracing::instrument(skip_all, fields(tenant_id))]
-pub(super) async fn test(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
+pub(super) async fn test(
+    app: &App,
+    req: Request,
+) -> Result<(Response<Body>, &'static str), ApiError> {
     let (tenant, _body) = admit(&app.config, Route::Test, &req)?;
     let integ = app
         .store
@@ -41,8 +47,9 @@ pub(super) async fn test(app: &App, req: Request) -> Result<Response<Body>, ApiE
         Err(e @ VaultError::Refused { .. }) => {
             tracing::warn!(error = ?e, "stored token cannot be decrypted");
             let reason = "the stored token cannot be read; connect again with a new token";
-            mark_error(app, &tenant, &integ, reason).await;
-            return Ok(outcome(false, reason, Value::Null));
+            mark_error(app, &tenant, &integ, reason, errored::STORED_CONNECTION).await;
+            let class = errored::STORED_CONNECTION;
+            return Ok((outcome(false, reason, Value::Null), class));
         }
         Err(e) => return Err(vault_error("decrypt token", e)),
     };
@@ -50,7 +57,7 @@ pub(super) async fn test(app: &App, req: Request) -> Result<Response<Body>, ApiE
         Ok(url) => url,
         Err(e) => {
             let reason = format!("the stored MCP URL is no longer allowed ({e}); connect again");
-            return Ok(outcome(false, &reason, Value::Null));
+            return Ok((outcome(false, &reason, Value::Null), "url_rejected"));
         }
     };
     let check = live_check(
@@ -89,22 +96,30 @@ pub(super) async fn test(app: &App, req: Request) -> Result<Response<Body>, ApiE
                     Err(e) => tracing::warn!(error = ?e, "changed binding not stored"),
                 }
             }
-            Ok(outcome(true, OK_MESSAGE, check.portal_info))
+            Ok((outcome(true, OK_MESSAGE, check.portal_info), "ok"))
         }
         Err(e) => {
-            tracing::info!(error = %e, auth = e.is_auth(), "live check failed at test");
+            let class = check_class(&e);
+            tracing::info!(error = %e, auth = e.is_auth(), failure_class = class, "live check failed at test");
             let reason = connection_failure_reason(&e);
             if e.is_auth() {
-                mark_error(app, &tenant, &integ, &reason).await;
+                mark_error(app, &tenant, &integ, &reason, errored::TOKEN_REJECTED).await;
             }
-            Ok(outcome(false, &reason, Value::Null))
+            Ok((outcome(false, &reason, Value::Null), class))
         }
     }
 }
 
 /// Puts the integration in `error` with a safe `last_error`, guarded by the version read, so a
 /// failure seen with an old token never overwrites a connect that happened meanwhile.
-async fn mark_error(app: &App, tenant: &TenantId, integ: &Integration, reason: &str) {
+/// `class`: one of [`errored`]'s names, for the `IntegrationsErrored` metric.
+async fn mark_error(
+    app: &App,
+    tenant: &TenantId,
+    integ: &Integration,
+    reason: &str,
+    class: &'static str,
+) {
     match app
         .store
         .set_status(
@@ -116,6 +131,8 @@ async fn mark_error(app: &App, tenant: &TenantId, integ: &Integration, reason: &
         .await
     {
         Ok(_) => {
+            app.metrics.count_as(Metric::IntegrationsErrored, class, 1);
+            tracing::warn!(tenant_id = %tenant, failure_class = class, reason, "integration turned to error");
             audit(
                 app,
                 tenant,

@@ -27,6 +27,7 @@ use super::Outcome;
 use super::failure::{MIN_RETRY, backoff};
 use super::replay;
 use crate::events::LeadEvent;
+use crate::metrics::{Metric, Metrics, function};
 
 pub use super::startup::{StartError, lead_sync_from_env, lead_sync_with};
 
@@ -88,6 +89,8 @@ pub struct BatchProcessor<H> {
     dead_letter_queue_url: String,
     /// The lead queue's redrive `maxReceiveCount` (replay requests are renewed before it).
     max_receive_count: u32,
+    /// What the batch decided per event, flushed with the engine's figures after each batch.
+    metrics: Metrics,
 }
 
 /// The per-message verdict the batch response is built from.
@@ -110,7 +113,15 @@ impl<H: EventHandler> BatchProcessor<H> {
             queue_url,
             dead_letter_queue_url,
             max_receive_count: 5,
+            metrics: Metrics::off(),
         }
+    }
+
+    /// Counts what happens to each event in `metrics` (the engine's recorder too, so one flush
+    /// per invocation writes both) and writes them as EMF lines at the end of every batch.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The lead queue's redrive `maxReceiveCount` (default 5, as in the template).
@@ -148,7 +159,28 @@ impl<H: EventHandler> BatchProcessor<H> {
                 response.add_failure(id.clone());
             }
         }
+        // One invocation, one flush: Lambda runs one batch at a time per container.
+        self.metrics.flush(function::LEAD_SYNC);
         response
+    }
+
+    /// Counts a lead event that was handed back to the queue without being handled (a later
+    /// message of a failed group, the deadline near, a panic). Replay requests are not events.
+    fn count_handed_back(&self, record: &SqsMessage) {
+        if replay::parse_request(record.body.as_deref().unwrap_or("")).is_none() {
+            self.metrics.count(Metric::EventsReceived, 1);
+            self.metrics.count(Metric::EventsRetried, 1);
+        }
+    }
+
+    /// Counts a sent-on event: `sent` when the send succeeded, else it is retried.
+    fn count_sent(&self, verdict: Verdict, sent: Metric) -> Verdict {
+        let metric = match verdict {
+            Verdict::Ack => sent,
+            Verdict::Fail { .. } => Metric::EventsRetried,
+        };
+        self.metrics.count(metric, 1);
+        verdict
     }
 
     async fn process_group(
@@ -170,6 +202,7 @@ impl<H: EventHandler> BatchProcessor<H> {
                 // A later message of a failed group: not processed, reported failed, and hidden as
                 // long as the failed one so the group comes back together, in order.
                 Some(delay) => {
+                    self.count_handed_back(record);
                     if let Some(delay) = delay {
                         self.set_visibility(record, delay)
                             .instrument(span.clone())
@@ -180,6 +213,7 @@ impl<H: EventHandler> BatchProcessor<H> {
                 None if time.is_some_and(|t| !t.may_start()) => {
                     // Not enough time to finish it: back at once, no back-off penalty.
                     tracing::info!(parent: &span, "invocation deadline near: event not started");
+                    self.count_handed_back(record);
                     self.set_visibility(record, Duration::ZERO)
                         .instrument(span)
                         .await;
@@ -192,6 +226,7 @@ impl<H: EventHandler> BatchProcessor<H> {
                         .instrument(span.clone())
                         .await
                         .unwrap_or_else(|_| {
+                            self.count_handed_back(record);
                             tracing::error!(parent: &span, "handling the event panicked; its group is retried");
                             Verdict::Fail { delay: Some(backoff(1, 0)) }
                         })
@@ -220,12 +255,14 @@ impl<H: EventHandler> BatchProcessor<H> {
                 .unwrap_or(1);
             return self.replay(request, record, receive_count).await;
         }
+        self.metrics.count(Metric::EventsReceived, 1);
         let event = match LeadEvent::parse(body) {
             Ok(e) => e,
             Err(e) => {
                 let reason = format!("invalid lead event: {e}");
-                tracing::warn!(%reason, "event refused");
-                return self.dead_letter(group, record, &reason).await;
+                tracing::warn!(%reason, outcome = "dead_lettered", failure_class = "invalid_event", "event refused");
+                let verdict = self.dead_letter(group, record, &reason).await;
+                return self.count_sent(verdict, Metric::EventsDeadLettered);
             }
         };
         let span = tracing::Span::current();
@@ -244,22 +281,27 @@ impl<H: EventHandler> BatchProcessor<H> {
             Outcome::Done => Verdict::Ack,
             Outcome::Skipped { reason } => {
                 tracing::info!(%reason, "event skipped");
+                self.metrics.count(Metric::EventsSkippedNotConnected, 1);
                 Verdict::Ack
             }
             Outcome::Parked { reason } => {
                 tracing::warn!(%reason, "event parked");
+                self.metrics.count(Metric::EventsParked, 1);
                 Verdict::Ack
             }
             Outcome::DeadLetter { reason } => {
                 tracing::warn!(%reason, "event dead-lettered");
-                self.dead_letter(group, record, &reason).await
+                let verdict = self.dead_letter(group, record, &reason).await;
+                self.count_sent(verdict, Metric::EventsDeadLettered)
             }
             Outcome::Requeue { reason } => {
                 tracing::info!(%reason, "event sent to the back of its group");
-                self.requeue(group, record, &event.event_id).await
+                let verdict = self.requeue(group, record, &event.event_id).await;
+                self.count_sent(verdict, Metric::EventsRequeued)
             }
             Outcome::Retry { delay, reason } => {
                 tracing::info!(%reason, delay_ms = delay.as_millis() as u64, "event retried later");
+                self.metrics.count(Metric::EventsRetried, 1);
                 self.set_visibility(record, delay).await;
                 Verdict::Fail { delay: Some(delay) }
             }

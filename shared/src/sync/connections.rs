@@ -18,6 +18,7 @@ use super::ports::{Lead, LeadCrm, RateBudget, TokenOpener};
 use crate::crm::discovery::discover;
 use crate::crm::{Binding, Crm, CrmError, Operation, PortalCaps, ToolMap};
 use crate::mcp::{McpClient, McpError, McpSession, UrlGuard};
+use crate::metrics::{Metric, Metrics};
 use crate::secret::SecretToken;
 use crate::store::{Integration, RateParams, Store};
 use crate::tenant::TenantId;
@@ -183,14 +184,41 @@ impl Connections {
 
 /// The bound CRM operations of one session, each preceded by a token from the portal's shared
 /// budget: a short wait is slept through, a long one fails the event with that wait.
+/// Every operation is one `tools/call`: here each is counted for the event (`calls`) and, with
+/// how it ended, in the `BitrixCalls` metric; the budget's sleeps go to `RateLimitWaitMs`.
 pub struct BudgetedCrm<'a> {
     pub crm: Crm<'a>,
     pub budget: &'a Store,
     pub tenant: &'a TenantId,
     pub rate: &'a RateParams,
+    pub metrics: &'a Metrics,
+    /// `tools/call` requests made so far by this event.
+    pub calls: &'a mut u32,
+}
+
+/// How a `tools/call` ended, as the `Outcome` of the `BitrixCalls` metric. From the error's
+/// structure, as the failure plan reads it: the rate limits, the portal failing (timeouts,
+/// 5xx, answers that are not MCP), the token refused, and everything the server refused about
+/// this call (its data, an unknown tool, a missing record).
+pub fn call_outcome(err: Option<&CrmError>) -> &'static str {
+    match err {
+        None => "ok",
+        Some(CrmError::Mcp(McpError::RateLimited { .. })) => "rate_limited",
+        Some(CrmError::Mcp(McpError::Transient { .. } | McpError::Protocol { .. })) => "transient",
+        Some(CrmError::Mcp(McpError::Unauthorized { .. })) => "auth",
+        Some(_) => "data",
+    }
 }
 
 impl BudgetedCrm<'_> {
+    /// Counts one finished `tools/call`.
+    fn tally<T>(&mut self, r: Result<T, CrmError>) -> Result<T, CrmError> {
+        *self.calls += 1;
+        self.metrics
+            .count_as(Metric::BitrixCalls, call_outcome(r.as_ref().err()), 1);
+        r
+    }
+
     async fn gate(&self) -> Result<(), SyncError> {
         let mut wait = MAX_BUDGET_SLEEP;
         for _ in 0..BUDGET_ATTEMPTS {
@@ -204,6 +232,7 @@ impl BudgetedCrm<'_> {
             if wait > MAX_BUDGET_SLEEP {
                 return Err(SyncError::RateBudget { wait });
             }
+            self.metrics.observe(Metric::RateLimitWaitMs, wait);
             tokio::time::sleep(wait).await;
         }
         Err(SyncError::RateBudget { wait })
@@ -225,35 +254,38 @@ impl LeadCrm for BudgetedCrm<'_> {
 
     async fn find_by_phones(&mut self, spellings: &[String]) -> Result<Vec<i64>, SyncError> {
         self.gate().await?;
-        Ok(self.crm.find_by_phones(spellings).await?)
+        let r = self.crm.find_by_phones(spellings).await;
+        Ok(self.tally(r)?)
     }
 
     async fn find_by_origin(&mut self, origin_id: &str) -> Result<Vec<i64>, SyncError> {
         self.gate().await?;
-        Ok(self
-            .crm
-            .find_by_origin(fields::ORIGINATOR, origin_id)
-            .await?)
+        let r = self.crm.find_by_origin(fields::ORIGINATOR, origin_id).await;
+        Ok(self.tally(r)?)
     }
 
     async fn create_lead(&mut self, f: Map<String, Value>) -> Result<i64, SyncError> {
         self.gate().await?;
-        Ok(self.crm.create_lead(f).await?)
+        let r = self.crm.create_lead(f).await;
+        Ok(self.tally(r)?)
     }
 
     async fn update_lead(&mut self, id: i64, f: Map<String, Value>) -> Result<bool, SyncError> {
         self.gate().await?;
-        gone_as_false(self.crm.update_lead(id, f).await)
+        let r = self.crm.update_lead(id, f).await;
+        gone_as_false(self.tally(r))
     }
 
     async fn get_lead(&mut self, id: i64) -> Result<Option<Lead>, SyncError> {
         self.gate().await?;
-        Ok(self.crm.get_lead(id).await?)
+        let r = self.crm.get_lead(id).await;
+        Ok(self.tally(r)?)
     }
 
     async fn add_comment(&mut self, id: i64, text: &str) -> Result<bool, SyncError> {
         self.gate().await?;
-        gone_as_false(self.crm.add_comment(id, text).await)
+        let r = self.crm.add_comment(id, text).await;
+        gone_as_false(self.tally(r))
     }
 }
 
@@ -264,4 +296,39 @@ pub fn bound_report(info: Option<&Value>, binding: &Binding) -> Value {
         m.insert("bound".into(), binding.report()["bound"].clone());
     }
     info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::TransientReason;
+
+    #[test]
+    fn calls_are_counted_by_how_they_ended() {
+        let rows: Vec<(Option<CrmError>, &str)> = vec![
+            (None, "ok"),
+            (
+                Some(CrmError::Mcp(McpError::RateLimited { retry_after: None })),
+                "rate_limited",
+            ),
+            (
+                Some(CrmError::Mcp(McpError::Transient {
+                    reason: TransientReason::Timeout,
+                })),
+                "transient",
+            ),
+            (
+                Some(CrmError::Mcp(McpError::Unauthorized {
+                    status: Some(403),
+                    code: None,
+                })),
+                "auth",
+            ),
+            (Some(CrmError::Rejected { op: "update_lead" }), "data"),
+            (Some(CrmError::Mcp(McpError::NotFound)), "data"),
+        ];
+        for (err, want) in rows {
+            assert_eq!(call_outcome(err.as_ref()), want, "{err:?}");
+        }
+    }
 }

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::crm::{Crm, CrmError};
 use crate::events::LeadEvent;
 use crate::mcp::{McpClient, UrlGuard};
+use crate::metrics::{Metric, Metrics};
 use crate::phone::parse_phone;
 use crate::store::{Claim, Integration, Store, StoreError, SyncStatus};
 use crate::tenant::TenantId;
@@ -51,8 +52,20 @@ struct Inner {
     replay_queue: Option<(aws_sdk_sqs::Client, String)>,
     replay_asked: StdMutex<HashMap<String, Instant>>,
     last_sync_touched: StdMutex<HashMap<String, Instant>>,
+    metrics: Metrics,
     /// The replay timer this container set last per tenant (epoch ms it fires).
     timers: StdMutex<HashMap<String, i64>>,
+}
+
+/// What one event's sync used so far, kept past a failure: the integration version (an
+/// integration-wide failure is recorded only against the connection that failed) and the
+/// `tools/call` requests made (for the event's log line).
+#[derive(Debug, Default)]
+struct Progress {
+    version: Option<u64>,
+    calls: u32,
+    /// An update sent and not yet recorded on the link (kept there if the event fails).
+    unrecorded: Unrecorded,
 }
 
 /// The sync engine: built once per container, cheap to clone (shared state behind an `Arc`).
@@ -79,6 +92,7 @@ impl SyncEngine {
                 replay_queue: None,
                 replay_asked: StdMutex::new(HashMap::new()),
                 last_sync_touched: StdMutex::new(HashMap::new()),
+                metrics: Metrics::off(),
                 timers: StdMutex::new(HashMap::new()),
             }),
         }
@@ -88,6 +102,15 @@ impl SyncEngine {
     pub fn with_replay_queue(mut self, sqs: aws_sdk_sqs::Client, queue_url: String) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.replay_queue = Some((sqs, queue_url));
+        }
+        self
+    }
+
+    /// Records the engine's outcomes (what each synced event did, its latency and calls,
+    /// integrations turned to `error`) in `metrics`; the batch flushes them.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = metrics;
         }
         self
     }
@@ -132,23 +155,36 @@ impl SyncEngine {
         match i.store.claim(t, &event.event_id, EVENT_LEASE, now).await {
             Ok(Claim::Claimed) => {}
             Ok(Claim::AlreadyDone) => {
-                tracing::info!("duplicate event: already done");
+                i.metrics.count(Metric::EventsDuplicate, 1);
+                tracing::info!(
+                    tenant_id = %t,
+                    customer_id = %event.customer.id,
+                    event_id = %event.event_id,
+                    outcome = "duplicate",
+                    calls = 0,
+                    "event already done: acknowledged"
+                );
                 return Outcome::Done;
             }
             Ok(Claim::HeldByOther { until }) => {
                 // Never acknowledged: the other consumer may fail. Nothing to release.
                 let wait = (until - now).try_into().unwrap_or(Duration::ZERO);
                 let err = SyncError::EventHeld { wait };
-                return self.carry_out(event, body, receive_count, &err, None).await;
+                let none = Progress::default();
+                return self
+                    .carry_out(event, body, receive_count, &err, &none)
+                    .await;
             }
             Err(e) => {
                 let err = SyncError::Store(e);
-                return self.carry_out(event, body, receive_count, &err, None).await;
+                let none = Progress::default();
+                return self
+                    .carry_out(event, body, receive_count, &err, &none)
+                    .await;
             }
         }
-        let mut version = None;
-        let unrecorded = Unrecorded::default();
-        let run = self.sync(event, &mut version, &unrecorded);
+        let mut progress = Progress::default();
+        let run = self.sync(event, &mut progress);
         let result = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
             Some(left) => tokio::time::timeout(left, run)
                 .await
@@ -157,15 +193,15 @@ impl SyncEngine {
         };
         match result {
             Ok((done, integ)) => {
-                self.finish(event, done, &integ).await;
+                self.finish(event, done, &integ, progress.calls).await;
                 Outcome::Done
             }
             Err(err) => {
-                if let Some(write) = unrecorded.take() {
+                if let Some(write) = progress.unrecorded.take() {
                     self.keep_pending(t, &write).await;
                 }
                 let outcome = self
-                    .carry_out(event, body, receive_count, &err, version)
+                    .carry_out(event, body, receive_count, &err, &progress)
                     .await;
                 if let Err(e) = i.store.release(t, &event.event_id).await {
                     tracing::warn!(error = %e, "could not release the event claim (the lease will expire)");
@@ -175,14 +211,29 @@ impl SyncEngine {
         }
     }
 
-    /// After a sync: the done mark (which is also the event's audit line), `last_sync_at` (at
-    /// most once a minute), and a replay request when the tenant has parked events (its portal
-    /// works again).
-    async fn finish(&self, event: &LeadEvent, done: Synced, integ: &Integration) {
+    /// After a sync: its metrics and log line, the done mark (which is also the event's audit
+    /// line), `last_sync_at` (at most once a minute), and a replay request when the tenant has
+    /// parked events (its portal works again).
+    async fn finish(&self, event: &LeadEvent, done: Synced, integ: &Integration, calls: u32) {
         let i = &self.inner;
         let t = &event.tenant_id;
+        let latency: Duration = (OffsetDateTime::now_utc() - event.occurred_at)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        i.metrics.count(synced_metric(done.kind), 1);
+        i.metrics.observe(Metric::LeadLatencyMs, latency);
         tracing::Span::current().record("lead_id", done.lead_id);
-        tracing::info!(kind = done.kind, lead_id = done.lead_id, "event synced");
+        // The event's searchable line: the fields are on the line itself, not only on its span.
+        tracing::info!(
+            tenant_id = %t,
+            customer_id = %event.customer.id,
+            event_id = %event.event_id,
+            lead_id = done.lead_id,
+            outcome = done.kind,
+            calls,
+            latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            "event synced"
+        );
         let outcome =
             json!({"kind": done.kind, "customer_id": event.customer.id, "lead_id": done.lead_id});
         self.mark_done(t, &event.event_id, &outcome).await;
@@ -245,8 +296,7 @@ impl SyncEngine {
     async fn sync(
         &self,
         event: &LeadEvent,
-        version: &mut Option<u64>,
-        unrecorded: &Unrecorded,
+        progress: &mut Progress,
     ) -> Result<(Synced, Integration), SyncError> {
         let i = &self.inner;
         let t = &event.tenant_id;
@@ -254,7 +304,7 @@ impl SyncEngine {
             Some(integ) if integ.is_connected() => integ,
             _ => return Err(SyncError::NotConnected),
         };
-        *version = Some(integ.version);
+        progress.version = Some(integ.version);
         match integ.sync_status {
             Some(SyncStatus::Error) => return Err(SyncError::IntegrationInError),
             Some(SyncStatus::Paused) => return Err(SyncError::Paused),
@@ -271,7 +321,7 @@ impl SyncEngine {
             return Err(SyncError::NotConnected);
         };
         let done = self
-            .sync_bound(conn, &integ, &portal_id, event, version, unrecorded)
+            .sync_bound(conn, &integ, &portal_id, event, progress)
             .await?;
         Ok((done, integ))
     }
@@ -285,14 +335,20 @@ impl SyncEngine {
         integ: &Integration,
         portal_id: &str,
         event: &LeadEvent,
-        version: &mut Option<u64>,
-        unrecorded: &Unrecorded,
+        progress: &mut Progress,
     ) -> Result<Synced, SyncError> {
         let first = if conn.binding.ops.is_empty() {
             Err(SyncError::Crm(CrmError::BindingStale { op: "all" }))
         } else {
-            self.resolve(conn, integ, portal_id, event, unrecorded)
-                .await
+            self.resolve(
+                conn,
+                integ,
+                portal_id,
+                event,
+                &mut progress.calls,
+                &progress.unrecorded,
+            )
+            .await
         };
         let rejected = match &first {
             Err(SyncError::Crm(CrmError::Rejected { .. })) => true,
@@ -314,9 +370,16 @@ impl SyncEngine {
             .await;
         conn.version = updated.version;
         conn.binding = binding;
-        *version = Some(updated.version);
-        self.resolve(conn, integ, portal_id, event, unrecorded)
-            .await
+        progress.version = Some(updated.version);
+        self.resolve(
+            conn,
+            integ,
+            portal_id,
+            event,
+            &mut progress.calls,
+            &progress.unrecorded,
+        )
+        .await
     }
 
     async fn resolve(
@@ -325,6 +388,7 @@ impl SyncEngine {
         integ: &Integration,
         portal_id: &str,
         event: &LeadEvent,
+        calls: &mut u32,
         unrecorded: &Unrecorded,
     ) -> Result<Synced, SyncError> {
         let i = &self.inner;
@@ -340,6 +404,8 @@ impl SyncEngine {
             budget: &i.store,
             tenant: &event.tenant_id,
             rate: &integ.rate,
+            metrics: &i.metrics,
+            calls,
         };
         let phone = event
             .raw_phone()
@@ -380,7 +446,7 @@ impl SyncEngine {
         body: &str,
         receive_count: u32,
         err: &SyncError,
-        version: Option<u64>,
+        progress: &Progress,
     ) -> Outcome {
         let i = &self.inner;
         let t = &event.tenant_id;
@@ -394,15 +460,24 @@ impl SyncEngine {
             integration,
             event: event_plan,
             operator_alarm,
+            class,
         } = plan(err, attempt);
+        // The failure's searchable line: its class and the safe reason (a `SyncError`'s Display
+        // never holds a token or upstream text).
+        let outcome = event_plan.name();
         if operator_alarm {
-            tracing::error!(error = %err, operator_alarm = true, "operator-side failure; retried, the tenant is not blamed");
+            tracing::error!(tenant_id = %t, customer_id = %event.customer.id, event_id = %event.event_id, outcome, failure_class = class, calls = progress.calls, reason = %err, operator_alarm = true, "operator-side failure; retried, the tenant is not blamed");
         } else {
-            tracing::info!(error = %err, plan = ?event_plan, "event not synced");
+            tracing::info!(tenant_id = %t, customer_id = %event.customer.id, event_id = %event.event_id, outcome, failure_class = class, calls = progress.calls, reason = %err, "event not synced");
+        }
+        if let EventPlan::Retry { delay, .. } = &event_plan
+            && err.is_rate_limit()
+        {
+            i.metrics.observe(Metric::RateLimitWaitMs, *delay);
         }
         i.conns.apply(t, cache).await;
         if let IntegrationPlan::Error(reason) = &integration
-            && let Some(v) = version
+            && let Some(v) = progress.version
         {
             match i
                 .store
@@ -410,6 +485,8 @@ impl SyncEngine {
                 .await
             {
                 Ok(_) => {
+                    i.metrics.count_as(Metric::IntegrationsErrored, class, 1);
+                    tracing::warn!(tenant_id = %t, failure_class = class, %reason, "integration turned to error");
                     let detail = json!({"reason": reason, "event_id": event.event_id});
                     self.audit(t, "integration_error", detail).await;
                 }
@@ -514,7 +591,38 @@ impl SyncEngine {
     }
 }
 
+/// The metric a successful sync counts in, by what it did (`Synced::kind`).
+fn synced_metric(kind: &str) -> Metric {
+    match kind {
+        "lead_created" | "lead_recovered" => Metric::LeadsCreated,
+        "notes_added" => Metric::NotesAdded,
+        "lead_unchanged" => Metric::EventsUnchanged,
+        // lead_updated, and lead_linked: a lead found in the portal, adopted and written.
+        _ => Metric::LeadsUpdated,
+    }
+}
+
 /// A random 0..1000 ms for backoff jitter (uuid v4 is already a dependency and random enough).
 fn jitter_ms() -> u64 {
     (uuid::Uuid::new_v4().as_u128() % 1000) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind a sync reports lands in the metric the README's table names for it.
+    #[test]
+    fn each_synced_kind_counts_in_its_metric() {
+        for (kind, metric) in [
+            ("lead_created", Metric::LeadsCreated),
+            ("lead_recovered", Metric::LeadsCreated),
+            ("lead_linked", Metric::LeadsUpdated),
+            ("lead_updated", Metric::LeadsUpdated),
+            ("notes_added", Metric::NotesAdded),
+            ("lead_unchanged", Metric::EventsUnchanged),
+        ] {
+            assert_eq!(synced_metric(kind), metric, "{kind}");
+        }
+    }
 }

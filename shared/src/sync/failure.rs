@@ -82,6 +82,19 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
+impl SyncError {
+    /// A rate limit held the event back: Bitrix24's (503 `QUERY_LIMIT_EXCEEDED`, 429
+    /// `OPERATION_TIME_LIMIT`) or the portal's shared budget. Its retry delay is a rate-limit
+    /// wait (`RateLimitWaitMs`).
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(
+            self,
+            SyncError::RateBudget { .. }
+                | SyncError::Crm(CrmError::Mcp(McpError::RateLimited { .. }))
+        )
+    }
+}
+
 /// What happens to the tenant's cached token, binding and MCP session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CachePlan {
@@ -116,6 +129,19 @@ pub enum EventPlan {
     Requeue(String),
 }
 
+impl EventPlan {
+    /// What happens to the event, as its log line's `outcome` says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventPlan::Skip(_) => "skipped_not_connected",
+            EventPlan::Park(_) => "parked",
+            EventPlan::DeadLetter(_) => "dead_lettered",
+            EventPlan::Retry { .. } => "retried",
+            EventPlan::Requeue(_) => "requeued",
+        }
+    }
+}
+
 /// The complete plan for one failed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -125,6 +151,21 @@ pub struct Plan {
     /// An operator-side failure: logged at error level with `operator_alarm = true` (what the
     /// alarms watch), never shown to the tenant as their problem.
     pub operator_alarm: bool,
+    /// The failure's class, as log lines and metrics name it ([`Class::name`]).
+    pub class: &'static str,
+}
+
+/// Names of the classes that turn an integration to `error`: they are the `Class` dimension of
+/// the `IntegrationsErrored` metric (connect's test uses them too).
+pub mod errored {
+    /// Bitrix24 refused the token (401, 403, `ACCESS_DENIED`, `insufficient_scope`).
+    pub const TOKEN_REJECTED: &str = "token_rejected";
+    /// The portal's MCP server no longer offers a bound operation (after binding again).
+    pub const TOOLS_GONE: &str = "tools_gone";
+    /// What our side stores or configures for the tenant is unusable: KMS refuses the stored
+    /// ciphertext, the allow-list now refuses the stored URL, the tool map or the stored
+    /// portal identity is invalid. Not the tenant's doing: an operator-side failure.
+    pub const STORED_CONNECTION: &str = "stored_connection";
 }
 
 /// Which delivery of the event this is, and the queue's limit.
@@ -194,8 +235,11 @@ enum Class {
     NotConnected,
     KeptForReconnect,
     Waiting(Duration),
-    PortalFailing { reset_session: bool },
-    IntegrationBroken { forget: bool },
+    PortalFailing {
+        reset_session: bool,
+    },
+    /// The integration goes to `error`; the name is one of [`errored`]'s.
+    IntegrationBroken(&'static str),
     EventData,
     Operator,
     Kept,
@@ -220,14 +264,16 @@ fn class(err: &SyncError, backoff: Duration) -> Class {
             }
         }
         SyncError::Crm(CrmError::Mcp(McpError::Unauthorized { .. })) => {
-            IntegrationBroken { forget: true }
+            IntegrationBroken(errored::TOKEN_REJECTED)
         }
         SyncError::Crm(CrmError::Mcp(McpError::UrlRejected(_) | McpError::UnknownTool))
-        | SyncError::Crm(CrmError::Unsupported(_) | CrmError::BindingStale { .. })
-        | SyncError::BadUrl(_)
+        | SyncError::Crm(CrmError::Unsupported(_) | CrmError::BindingStale { .. }) => {
+            IntegrationBroken(errored::TOOLS_GONE)
+        }
+        SyncError::BadUrl(_)
         | SyncError::BadConnection(_)
         | SyncError::Vault(VaultError::Refused { .. } | VaultError::BadResponse { .. }) => {
-            IntegrationBroken { forget: true }
+            IntegrationBroken(errored::STORED_CONNECTION)
         }
         SyncError::Crm(CrmError::Mcp(
             McpError::Permanent { .. } | McpError::NotFound | McpError::InvalidArguments,
@@ -246,16 +292,34 @@ fn class(err: &SyncError, backoff: Duration) -> Class {
     }
 }
 
+impl Class {
+    /// The class as log lines show it (`failure_class`).
+    fn name(self) -> &'static str {
+        match self {
+            Class::NotConnected => "not_connected",
+            Class::KeptForReconnect => "kept_for_reconnect",
+            Class::Waiting(_) => "waiting",
+            Class::PortalFailing { .. } => "portal_failing",
+            Class::IntegrationBroken(name) => name,
+            Class::EventData => "event_data",
+            Class::Operator => "operator",
+            Class::Kept => "kept",
+        }
+    }
+}
+
 /// The one `match` from a failure to everything that follows from it.
 pub fn plan(err: &SyncError, at: Attempt) -> Plan {
     let reason = err.to_string();
     let last = retries_exhausted(at.receive_count, at.max_receive_count);
     let backoff = backoff(at.receive_count, at.jitter_ms);
+    let class = class(err, backoff);
     let keep = |event| Plan {
         cache: CachePlan::Keep,
         integration: IntegrationPlan::Keep,
         event,
         operator_alarm: false,
+        class: class.name(),
     };
     let retry_or_park = |delay: Duration| {
         if last {
@@ -267,7 +331,7 @@ pub fn plan(err: &SyncError, at: Attempt) -> Plan {
             }
         }
     };
-    match class(err, backoff) {
+    match class {
         Class::NotConnected => keep(EventPlan::Skip(reason)),
         Class::KeptForReconnect | Class::Kept => keep(EventPlan::Park(reason)),
         Class::Waiting(_) if last => keep(EventPlan::Requeue(format!(
@@ -286,15 +350,12 @@ pub fn plan(err: &SyncError, at: Attempt) -> Plan {
             },
             ..keep(retry_or_park(backoff))
         },
-        Class::IntegrationBroken { forget } => Plan {
-            cache: if forget {
-                CachePlan::Forget
-            } else {
-                CachePlan::Keep
-            },
+        Class::IntegrationBroken(_) => Plan {
+            cache: CachePlan::Forget,
             integration: IntegrationPlan::Error(reason.clone()),
             event: EventPlan::Park(reason),
             operator_alarm: false,
+            class: class.name(),
         },
         Class::EventData => keep(EventPlan::DeadLetter(reason)),
         Class::Operator => Plan {

@@ -377,3 +377,70 @@ fn the_readme_says_what_the_plan_does() {
         lines.join("\n")
     );
 }
+
+/// The `IntegrationsErrored` metric's class says whose side failed; the operator's alarm
+/// watches `stored_connection`, so a token the tenant revoked must never land there.
+#[test]
+fn integration_errors_name_whose_side_failed() {
+    let refused = SyncError::Vault(VaultError::Refused {
+        source: kms(aws_sdk_kms::Error::InvalidCiphertextException(
+            aws_sdk_kms::types::error::InvalidCiphertextException::builder().build(),
+        )),
+    });
+    let rows: Vec<(SyncError, &str, &str)> = vec![
+        (
+            mcp(McpError::Unauthorized {
+                status: Some(401),
+                code: None,
+            }),
+            errored::TOKEN_REJECTED,
+            "a revoked token is the tenant's",
+        ),
+        (
+            SyncError::Crm(CrmError::BindingStale { op: "create_lead" }),
+            errored::TOOLS_GONE,
+            "the portal's server dropped a tool",
+        ),
+        (
+            refused,
+            errored::STORED_CONNECTION,
+            "KMS refuses what we stored",
+        ),
+        (
+            SyncError::BadConnection("MCP_TOOL_MAP is invalid"),
+            errored::STORED_CONNECTION,
+            "our configuration",
+        ),
+    ];
+    for (err, class, why) in rows {
+        let p = plan(&err, at(1));
+        assert!(
+            matches!(p.integration, IntegrationPlan::Error(_)),
+            "{why}: turns to error"
+        );
+        assert_eq!(p.class, class, "{why}");
+    }
+    assert_eq!(plan(&ddb_throttle(), at(1)).class, "operator");
+    assert_eq!(plan(&transient(), at(1)).class, "portal_failing");
+}
+
+/// What `RateLimitWaitMs` counts besides the budget's sleeps: retries held back by a rate
+/// limit, and nothing else that retries.
+#[test]
+fn rate_limits_are_told_from_other_retries() {
+    let rows: Vec<(SyncError, bool)> = vec![
+        (mcp(McpError::RateLimited { retry_after: None }), true),
+        (
+            SyncError::RateBudget {
+                wait: Duration::from_secs(3),
+            },
+            true,
+        ),
+        (transient(), false),
+        (SyncError::CreateLockHeld, false),
+        (ddb_throttle(), false),
+    ];
+    for (err, want) in rows {
+        assert_eq!(err.is_rate_limit(), want, "{err:?}");
+    }
+}

@@ -20,14 +20,22 @@ pub async fn lead_sync_from_env() -> Result<BatchProcessor<SyncEngine>, StartErr
     let cfg = crate::config::Config::from_env()?;
     let dlq = cfg.require_dead_letter_queue_url()?.to_owned();
     let aws = crate::aws::AwsClients::from_env().await;
-    Ok(lead_sync_with(&cfg, &aws, dlq)?)
+    Ok(lead_sync_with(
+        &cfg,
+        &aws,
+        dlq,
+        crate::metrics::Metrics::new(),
+    )?)
 }
 
-/// The same, from explicit configuration and clients (tests, the benchmark).
+/// The same, from explicit configuration and clients (tests, the benchmark). `metrics`: where
+/// the engine and the batch count outcomes, written as EMF lines after each batch
+/// ([`crate::metrics::Metrics::off`] for none).
 pub fn lead_sync_with(
     cfg: &crate::config::Config,
     aws: &crate::aws::AwsClients,
     dead_letter_queue_url: String,
+    metrics: crate::metrics::Metrics,
 ) -> Result<BatchProcessor<SyncEngine>, crate::mcp::McpError> {
     let store = crate::store::Store::new(aws.dynamodb.clone(), cfg.table_name.clone());
     let vault = crate::vault::Vault::new(aws.kms.clone(), cfg.kms_key_id.clone());
@@ -35,7 +43,7 @@ pub fn lead_sync_with(
         crate::mcp::UrlGuard::from_config(cfg),
         crate::mcp::McpClientOptions::default(),
     )?;
-    let mut engine = SyncEngine::new(cfg, store, vault, mcp);
+    let mut engine = SyncEngine::new(cfg, store, vault, mcp).with_metrics(metrics.clone());
     if let Some(queue) = &cfg.lead_queue_url {
         engine = engine.with_replay_queue(aws.sqs.clone(), queue.clone());
     }
@@ -45,5 +53,6 @@ pub fn lead_sync_with(
         cfg.lead_queue_url.clone(),
         dead_letter_queue_url,
     )
-    .with_max_receive_count(cfg.lead_queue_max_receive_count))
+    .with_max_receive_count(cfg.lead_queue_max_receive_count)
+    .with_metrics(metrics))
 }

@@ -526,7 +526,57 @@ impl Demo {
             );
             println!("  body:   {short}...");
         }
+        self.print_metric_totals();
         Ok(())
+    }
+
+    /// The EMF metric lines the functions wrote during this run (in watch's log), added up per
+    /// function: what CloudWatch would show for it.
+    fn print_metric_totals(&self) {
+        println!("\n=== metrics the functions wrote (EMF lines in .local/watch.log, totals) ===");
+        let text = std::fs::read_to_string(self.root.join(".local/watch.log")).unwrap_or_default();
+        for f in shared::metrics::function::ALL {
+            let mut t = shared::metrics::Totals::default();
+            t.add_lines(&text, Some(f));
+            if t.sums.is_empty() {
+                continue;
+            }
+            let line: Vec<String> = t
+                .sums
+                .iter()
+                .map(|(k, v)| match t.max.get(k) {
+                    Some(max) => format!("{k} {v} samples (max {max:.0} ms)"),
+                    None => format!("{k} {v}"),
+                })
+                .collect();
+            println!("{f}: {}", line.join(", "));
+        }
+        println!(
+            "(ConnectResults.unauthenticated: the start-up readiness probes, which call each route \
+             without a JWT)"
+        );
+    }
+
+    /// API Gateway events for this tenant (its claims) and, for connect, this sandbox's URL and
+    /// a token it knows, so `cargo lambda invoke` answers as the curl lines do. Written next to
+    /// the stack's state; returns each route's file.
+    fn write_dev_events(&self, token: &str) -> Result<Vec<(&'static str, PathBuf)>, DemoError> {
+        let mut out = Vec::new();
+        for f in ["status", "test", "connect", "disconnect"] {
+            let sample = self.root.join(format!("events/{f}.json"));
+            let text = std::fs::read_to_string(&sample).map_err(err)?;
+            let mut ev: Value = serde_json::from_str(&text).map_err(err)?;
+            ev["requestContext"]["authorizer"]["jwt"]["claims"]["tenant_id"] = json!(self.tenant);
+            if f == "connect" {
+                let body =
+                    json!({"mcp_token": token, "mcp_url": format!("{}/mcp/", self.sandbox_url)});
+                ev["body"] = json!(body.to_string());
+            }
+            let file = self.root.join(format!(".local/dev-{f}.json"));
+            std::fs::write(&file, ev.to_string()).map_err(err)?;
+            out.push((f, file));
+        }
+        Ok(out)
     }
 
     /// `make dev`: everything a developer pastes next. A second sandbox token is issued so the
@@ -568,26 +618,23 @@ impl Demo {
             "curl -s -X POST -H \"Authorization: Bearer $JWT\" -H 'content-type: application/json' \\\n  -d '{{\"mcp_token\":\"{token}\",\"mcp_url\":\"{}/mcp/\"}}' \\\n  {base}/lambda-url/bitrix-connect/api/bitrix-mcp/connect",
             self.sandbox_url
         );
-        println!(
-            "curl -s -X POST -H \"Authorization: Bearer $JWT\" {base}/lambda-url/bitrix-disconnect/api/bitrix-mcp/disconnect"
-        );
-        println!(
-            "# the same routes as API Gateway events (tenant from the file's authorizer claims):"
-        );
-        for f in ["status", "test", "connect", "disconnect"] {
+        let invoke = |function: &str, file: &Path| {
             println!(
-                "PATH=\"{}:$PATH\" cargo lambda invoke --invoke-address 127.0.0.1 --invoke-port {} bitrix-{f} --data-file events/{f}.json",
+                "PATH=\"{}:$PATH\" cargo lambda invoke --invoke-address 127.0.0.1 --invoke-port {} {function} --data-file {}",
                 venv.display(),
-                self.port
+                self.port,
+                file.display()
             );
+        };
+        println!(
+            "# the same routes as API Gateway events for this tenant (its claims in the file; connect with this sandbox):"
+        );
+        let events = self.write_dev_events(&token)?;
+        for (f, file) in events.iter().filter(|(f, _)| *f != "disconnect") {
+            invoke(&format!("bitrix-{f}"), file);
         }
         println!("# one lead event straight into lead-sync (an SQS event for this tenant):");
-        println!(
-            "PATH=\"{}:$PATH\" cargo lambda invoke --invoke-address 127.0.0.1 --invoke-port {} lead-sync --data-file {}",
-            venv.display(),
-            self.port,
-            event_file.display()
-        );
+        invoke("lead-sync", &event_file);
         println!(
             "curl -s {}/admin/leads   # the portal's leads",
             self.sandbox_url
@@ -596,6 +643,15 @@ impl Demo {
             "curl -s {}/admin/calls   # Bitrix24 calls made",
             self.sandbox_url
         );
+        println!(
+            "# last: forget the token (lead-sync then skips this tenant's events; the connect lines above connect again)"
+        );
+        println!(
+            "curl -s -X POST -H \"Authorization: Bearer $JWT\" {base}/lambda-url/bitrix-disconnect/api/bitrix-mcp/disconnect"
+        );
+        for (f, file) in events.iter().filter(|(f, _)| *f == "disconnect") {
+            invoke(&format!("bitrix-{f}"), file);
+        }
         println!(
             "\nlogs: .local/watch.log (functions), .local/poller.log, .local/sandbox.log. Ctrl-C stops everything."
         );

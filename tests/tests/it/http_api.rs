@@ -1025,6 +1025,7 @@ async fn revoked_token_turns_error_and_a_passing_test_heals_and_replays_parked_e
         &fx.env.config_with(&[("MCP_ALLOW_LOOPBACK", "true")]),
         &fx.env.clients,
         fx.env.dlq_url.clone(),
+        shared::metrics::Metrics::off(),
     )
     .unwrap();
     let answer = processor.process(request, None).await;

@@ -9,6 +9,7 @@ mod e2e;
 mod events;
 mod http_api;
 mod mcp_client;
+mod metrics;
 mod sandbox;
 mod store;
 mod sync;

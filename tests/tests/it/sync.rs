@@ -43,6 +43,17 @@ struct Rig {
 }
 
 impl Rig {
+    /// lead-sync as its main builds it (no metrics written).
+    fn processor(&self) -> shared::sync::batch::BatchProcessor<shared::sync::SyncEngine> {
+        shared::sync::batch::lead_sync_with(
+            &self.cfg,
+            &self.env.clients,
+            self.env.dlq_url.clone(),
+            shared::metrics::Metrics::off(),
+        )
+        .unwrap()
+    }
+
     async fn new(portal: SandboxConfig) -> Self {
         let env = TestEnv::new().await;
         let cfg = env.config_with(&[("MCP_ALLOW_LOOPBACK", "true")]);
@@ -861,9 +872,7 @@ async fn parked_events_come_back_after_the_next_successful_sync() {
     let t = tenant();
     rig.connect(&t, &rig.sandbox.issue_token(false), fast_rate())
         .await;
-    let processor =
-        shared::sync::batch::lead_sync_with(&rig.cfg, &rig.env.clients, rig.env.dlq_url.clone())
-            .unwrap();
+    let processor = rig.processor();
     let engine = processor.handler();
     // The portal fails until the last receive: the event is parked, the integration stays active.
     rig.sandbox.set_faults(teleagent_tests::sandbox::Faults {
@@ -1017,9 +1026,7 @@ async fn bitrix_admin_redrives_dead_letters_once_the_cause_is_fixed() {
         "{:?}",
         done.lines
     );
-    let processor =
-        shared::sync::batch::lead_sync_with(&rig.cfg, &rig.env.clients, rig.env.dlq_url.clone())
-            .unwrap();
+    let processor = rig.processor();
     let mut handled = 0;
     for _ in 0..5 {
         let batch = teleagent_tests::harness::receive_as_event(sqs, &rig.env.queue_url).await;
@@ -1055,6 +1062,14 @@ async fn bitrix_admin_redrives_dead_letters_once_the_cause_is_fixed() {
     .await
     .unwrap();
     assert_eq!((left.moved, left.skipped), (1, 0), "{:?}", left.lines);
+    let dead = teleagent_tests::local::poller::peek_all(sqs, &dlq)
+        .await
+        .unwrap();
+    assert!(
+        dead.iter().all(|p| !p.body.contains(t.as_str())),
+        "none of the tenant's events is left in the dead-letter queue: {dead:?}"
+    );
+    assert_eq!(dead.len(), 1, "the other tenant's event stays: {dead:?}");
 }
 
 /// A server whose lead search ignores its filter: connect's live check fails with a reason, and

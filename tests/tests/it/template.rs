@@ -894,8 +894,8 @@ fn logs_alarms_outputs_and_checkov_skips_are_in_place() {
             .collect()
     };
     assert!(
-        watched("ApproximateNumberOfMessagesVisible", "QueueName").contains("DeadLetterQueue"),
-        "an alarm watches the dead-letter queue's depth"
+        watched("ApproximateAgeOfOldestMessage", "QueueName").contains("DeadLetterQueue"),
+        "an alarm watches the age of the dead-letter queue's oldest message"
     );
     let fn_ids: BTreeSet<String> = functions(&t).into_values().collect();
     assert_eq!(
@@ -938,4 +938,129 @@ fn logs_alarms_outputs_and_checkov_skips_are_in_place() {
             assert!(why.len() > 20, "{id:?}: {check} is skipped with a reason");
         }
     }
+}
+
+/// `(metric name, dimensions)` of every metric an alarm reads in the connector's namespace, also
+/// inside metric math.
+fn alarm_metrics(t: &Value) -> Vec<(String, String, BTreeMap<String, String>)> {
+    let mut out = Vec::new();
+    for id in resource_ids_of_type(t, "AWS::CloudWatch::Alarm") {
+        let p = &t["Resources"][id.as_str()]["Properties"];
+        let math = list(&p["Metrics"]);
+        let mut stats = vec![p];
+        stats.extend(math.iter().map(|q| &q["MetricStat"]["Metric"]));
+        for m in stats {
+            if m["Namespace"].as_str() != Some(shared::metrics::NAMESPACE) {
+                continue;
+            }
+            let dims = list(&m["Dimensions"])
+                .iter()
+                .map(|d| {
+                    let v = d["Value"].as_str().unwrap_or("(not a literal)");
+                    (
+                        d["Name"].as_str().unwrap_or_default().to_owned(),
+                        v.to_owned(),
+                    )
+                })
+                .collect();
+            let name = m["MetricName"].as_str().unwrap_or_default().to_owned();
+            out.push((id.clone(), name, dims));
+        }
+    }
+    out
+}
+
+/// The alarms and the dashboard read only metrics the code writes (the names, units' dimensions
+/// and `Function` values of `shared::metrics`, not a list kept here), the dashboard shows every
+/// one of them, and each alarm the operator relies on exists and says what to do.
+#[test]
+fn alarms_and_the_dashboard_read_the_metrics_the_code_writes() {
+    use shared::metrics::{FUNCTION_DIMENSION, Metric, NAMESPACE, function};
+    let t = cfn::load();
+    let written: BTreeMap<&str, Metric> = Metric::ALL.iter().map(|m| (m.name(), *m)).collect();
+    let read = alarm_metrics(&t);
+    for (alarm, name, dims) in &read {
+        let m = written
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("{alarm}: {name} is not a metric the code writes"));
+        let f = dims.get(FUNCTION_DIMENSION).map(String::as_str);
+        assert!(
+            f.is_some_and(|f| function::ALL.contains(&f)),
+            "{alarm}: {name} needs a Function the code writes, not {f:?}"
+        );
+        let extra: Vec<&String> = dims.keys().filter(|k| *k != FUNCTION_DIMENSION).collect();
+        match m.label() {
+            None => assert!(
+                extra.is_empty(),
+                "{alarm}: {name} has no {extra:?} dimension"
+            ),
+            Some(l) => assert!(
+                extra.is_empty() || extra == [l],
+                "{alarm}: {name}'s only extra dimension is {l}, not {extra:?}"
+            ),
+        }
+    }
+    let by_metric: BTreeSet<&str> = read.iter().map(|(_, n, _)| n.as_str()).collect();
+    for (m, why) in [
+        (Metric::EventsParked, "parked events growing"),
+        (Metric::EventsDeadLettered, "share of failed syncs"),
+        (Metric::EventsReceived, "share of failed syncs"),
+        (
+            Metric::IntegrationsErrored,
+            "an integration errored by our side",
+        ),
+        (Metric::LeadLatencyMs, "lead latency p95"),
+    ] {
+        assert!(
+            by_metric.contains(m.name()),
+            "an alarm for {why} reads {m:?}"
+        );
+    }
+    let stored = read
+        .iter()
+        .filter(|(_, n, _)| n == Metric::IntegrationsErrored.name())
+        .flat_map(|(_, _, d)| d.get("Class").cloned())
+        .collect::<BTreeSet<_>>();
+    assert_eq!(
+        stored,
+        set(&[shared::sync::failure::errored::STORED_CONNECTION]),
+        "the operator's alarm watches the operator-side class only"
+    );
+    for id in resource_ids_of_type(&t, "AWS::CloudWatch::Alarm") {
+        let d = t["Resources"][id.as_str()]["Properties"]["AlarmDescription"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(d.len() > 60, "{id}: the description says what to do: {d:?}");
+    }
+
+    // The dashboard: every metric row and SEARCH in our namespace names a written metric, and
+    // every written metric is on it.
+    let dash = resource_ids_of_type(&t, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dash.len(), 1, "one dashboard");
+    let body = t["Resources"][dash[0].as_str()]["Properties"]["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .expect("DashboardBody is an Fn::Sub string");
+    let body: serde_json::Value = serde_json::from_str(body).expect("the body is JSON");
+    let mut shown = BTreeSet::new();
+    for w in body["widgets"].as_array().expect("widgets") {
+        for row in w["properties"]["metrics"].as_array().into_iter().flatten() {
+            if row[0] == NAMESPACE {
+                shown.insert(row[1].as_str().unwrap_or_default().to_owned());
+            }
+            if let Some(e) = row[0]["expression"].as_str()
+                && e.contains(NAMESPACE)
+                && let Some(rest) = e.split("MetricName=\"").nth(1)
+            {
+                shown.insert(rest.split('"').next().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    let all: BTreeSet<String> = written.keys().map(|n| (*n).to_owned()).collect();
+    let unknown: Vec<&String> = shown.difference(&all).collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard shows unwritten metrics {unknown:?}"
+    );
+    let missing: Vec<&String> = all.difference(&shown).collect();
+    assert!(missing.is_empty(), "the dashboard lacks {missing:?}");
 }
