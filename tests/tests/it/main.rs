@@ -11,6 +11,7 @@ mod http_api;
 mod mcp_client;
 mod metrics;
 mod sandbox;
+mod soak;
 mod store;
 mod sync;
 mod template;
