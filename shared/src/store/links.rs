@@ -35,6 +35,11 @@ pub struct LinkMeta {
     pub verified_at: Option<OffsetDateTime>,
     /// The notes last written to the lead (notes are history: only new notes are added).
     pub notes_sent: Option<String>,
+    /// What change watching last saw in the CRM, by Bitrix24 field name, for the fields it
+    /// reports (status, name, responsible user, the connector's user fields). A value here that
+    /// differs from `sent` is a manager's: the next update leaves that field alone. A field the
+    /// connector writes again leaves this map (the CRM then shows what was sent).
+    pub seen: Map<String, Value>,
 }
 
 /// What the `LEAD#` item holds: a link, or a create lock ("creating" state) of a consumer that
@@ -85,6 +90,10 @@ fn link_state(item: &Item) -> Result<LinkState, StoreError> {
     let meta = LinkMeta {
         verified_at: r.opt_time("verified_at")?,
         notes_sent: r.opt_s("notes_sent")?.map(str::to_owned),
+        seen: match r.opt_json("seen")? {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        },
     };
     Ok(LinkState::Linked(LeadLink::try_from(item)?, meta))
 }
@@ -169,6 +178,9 @@ impl Store {
         }
         if let Some(notes) = &meta.notes_sent {
             item.insert("notes_sent".into(), s(notes.as_str()));
+        }
+        if !meta.seen.is_empty() {
+            item.insert("seen".into(), json_av(&Value::Object(meta.seen.clone())));
         }
         self.put(item).await
     }

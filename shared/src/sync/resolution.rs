@@ -182,6 +182,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         let meta = LinkMeta {
             verified_at: Some(self.now),
             notes_sent: self.event.lead.notes.clone(),
+            seen: Map::new(),
         };
         self.record(&link, &meta).await?;
         Ok(Synced {
@@ -230,6 +231,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             older: false,
             link_phone: None,
             foreign: found == Found::Foreign,
+            held: &Map::new(),
         });
         let mut f = plan.fields;
         // Our create already carried the summary; a foreign lead gets it as history.
@@ -264,6 +266,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         let meta = LinkMeta {
             verified_at: Some(self.now),
             notes_sent: self.event.lead.notes.clone(),
+            seen: Map::new(),
         };
         self.record(&link, &meta).await?;
         let kind = match found {
@@ -284,6 +287,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         let older = self.event.occurred_at < link.last_event_at;
         let desired = fields::desired(self.event, &self.caps, self.phone.as_ref());
         let notes = fields::new_notes(self.event, meta.notes_sent.as_deref());
+        let held = fields::held_by_manager(&link.sent, &meta.seen);
         let input = |crm| UpdateInput {
             desired: &desired,
             sent: &link.sent,
@@ -291,6 +295,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             older,
             link_phone: link.phone_e164.as_deref(),
             foreign: false,
+            held: &held,
         };
         let trusted = fields::plan_update(input(None));
         let has_text = notes.is_some() || !trusted.text_lines.is_empty();
@@ -320,6 +325,9 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             plan
         };
         let text = fields::comment_text(self.event.occurred_at, notes, &plan.text_lines);
+        // A field written now shows what was sent: what watching saw of it is stale.
+        let mut seen = meta.seen.clone();
+        seen.retain(|k, _| !plan.fields.contains_key(k));
         let sent_fields = !plan.fields.is_empty();
         if sent_fields {
             if !self.crm.update_lead(lead_id, plan.fields).await? {
@@ -336,6 +344,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         let meta = LinkMeta {
             verified_at,
             notes_sent: notes.map(str::to_owned).or(meta.notes_sent),
+            seen,
         };
         self.record(&self.moved_on(link, plan.sent), &meta).await?;
         let kind = match (sent_fields, text.is_some()) {

@@ -246,6 +246,7 @@ fn link(
         LinkMeta {
             verified_at: Some(last_event_at),
             notes_sent: None,
+            seen: Map::new(),
         },
     )
 }

@@ -209,6 +209,9 @@ pub struct CallStats {
     /// "get_stream", "fault_5xx",
     /// "dropped".
     pub by_outcome: BTreeMap<String, u64>,
+    /// When each token's `tools/call` requests arrived (milliseconds since the Unix epoch), so a test can check every portal's calls against its rate budget.
+    #[serde(default)]
+    pub tools_call_ms_by_token: BTreeMap<String, Vec<u64>>,
 }
 
 impl CallStats {

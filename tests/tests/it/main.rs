@@ -14,3 +14,4 @@ mod store;
 mod sync;
 mod template;
 mod vault;
+mod watch;
