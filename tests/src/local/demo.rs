@@ -1,5 +1,5 @@
 //! `demo` (`make demo` / `make dev`, through `infra/local.sh`): the whole product on this machine.
-//! Starts the Bitrix24 sandbox, `cargo lambda watch` serving the five functions and the SQS poller
+//! Starts the Bitrix24 sandbox, `cargo lambda watch` serving the six functions and the SQS poller
 //! (the stand-in event source mapping) next to the already running moto_server
 //! (`.local/stack.env`); connects a demo tenant through the HTTP API with a locally signed JWT;
 //! publishes a realistic stream of lead events with the typed producer; waits until they are
@@ -155,7 +155,7 @@ async fn setup(procs: &mut Procs, t0: Instant) -> Result<Demo, DemoError> {
     step(
         t0,
         &format!(
-            "cargo lambda watch on http://127.0.0.1:{port}: compiling the five functions \
+            "cargo lambda watch on http://127.0.0.1:{port}: compiling the six functions \
              (the first time takes minutes on 2 cores; log: .local/watch.log)"
         ),
     );

@@ -1,4 +1,4 @@
-//! End to end through the real function binaries: `cargo lambda watch` serves the five functions
+//! End to end through the real function binaries: `cargo lambda watch` serves the six functions
 //! (debug builds), the in-process poller plays the SQS event source mapping, the sandbox plays the
 //! portal, moto_server plays AWS. The HTTP API is called through watch's function URLs with a
 //! locally signed HS256 JWT.
