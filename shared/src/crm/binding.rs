@@ -137,16 +137,16 @@ impl Binding {
     /// tool passes both as they are.
     pub fn watch_gap(&self) -> Option<&'static str> {
         let Some(list) = self.get(Operation::ListLeads) else {
-            return Some("it offers no tool to list leads with a filter");
+            return Some("offers no tool to list leads with a filter");
         };
         match &list.kind {
             ToolKind::Rest { .. } => None,
             ToolKind::Args(plan) => {
                 let param = |n: &'static str| move |s: &super::args::Source| matches!(s, super::args::Source::Param { name } if name == n);
                 if !plan.has(param("filter")) {
-                    Some("its lead list takes no filter by change time")
+                    Some("has a lead list that cannot filter by change time")
                 } else if !plan.has(param("order")) {
-                    Some("its lead list cannot sort leads by change time")
+                    Some("has a lead list that cannot sort leads by change time")
                 } else {
                     None
                 }
