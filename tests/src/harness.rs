@@ -271,6 +271,23 @@ async fn create_queues(sqs: &aws_sdk_sqs::Client, suffix: &str) -> (String, Stri
     (queue_url, dlq_url)
 }
 
+/// A queue without a redrive policy (FIFO when `fifo`), by name; its URL.
+pub async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    fifo: bool,
+) -> Result<String, String> {
+    let mut req = sqs.create_queue().queue_name(name);
+    if fifo {
+        req = req.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    req.send()
+        .await
+        .map_err(|e| format!("CreateQueue {name}: {:?}", aws_sdk_sqs::Error::from(e)))?
+        .queue_url
+        .ok_or_else(|| format!("CreateQueue {name}: no URL"))
+}
+
 /// The outbound FIFO `lead.changed` queue and the standard watch work queue.
 async fn create_watch_queues(sqs: &aws_sdk_sqs::Client, suffix: &str) -> (String, String) {
     let changes = sqs

@@ -151,8 +151,15 @@ async fn start_stack() -> Result<
     let key_arn = key.arn.clone().ok_or("key without arn")?;
     let (queue_url, dlq_url) =
         poller::create_queue_pair(&aws.sqs, &format!("iam-{suffix}"), MAX_RECEIVE, 30).await?;
-    let watch_url = create_queue(&aws.sqs, &format!("iam-{suffix}-watch"), false).await?;
-    let changes_url = create_queue(&aws.sqs, &format!("iam-{suffix}-changes.fifo"), true).await?;
+    let watch_url =
+        teleagent_tests::harness::create_queue(&aws.sqs, &format!("iam-{suffix}-watch"), false)
+            .await?;
+    let changes_url = teleagent_tests::harness::create_queue(
+        &aws.sqs,
+        &format!("iam-{suffix}-changes.fifo"),
+        true,
+    )
+    .await?;
     let queue_arn = |url: &str| {
         format!(
             "arn:aws:sqs:{}:{}:{}",
@@ -348,19 +355,6 @@ async fn start_stack() -> Result<
         },
         std::sync::Arc::new(poller),
     ))
-}
-
-/// A queue of the IAM stack, made by the administrator.
-async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str, fifo: bool) -> Result<String, String> {
-    let mut req = sqs.create_queue().queue_name(name);
-    if fifo {
-        req = req.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
-    }
-    req.send()
-        .await
-        .map_err(|e| format!("CreateQueue {name}: {:?}", aws_sdk_sqs::Error::from(e)))?
-        .queue_url
-        .ok_or_else(|| format!("CreateQueue {name}: no URL"))
 }
 
 /// Invokes lead-watch's real binary; its JSON answer.
