@@ -428,6 +428,10 @@ fn lead_changed_events_match_their_json_schema() {
             ..Changes::default()
         },
     };
+    let sample: Value = serde_json::from_str(&read("events/lead-changed.sample.json")).unwrap();
+    assert!(v.is_valid(&sample), "the sample follows the schema");
+    let typed: LeadChanged = serde_json::from_value(sample).unwrap();
+    assert_eq!(typed.changes.status.unwrap().stage, Stage::Lost);
     let written = serde_json::to_value(&ev).unwrap();
     let errors: Vec<String> = v.iter_errors(&written).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?} in {written}");
