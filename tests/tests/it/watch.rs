@@ -469,3 +469,38 @@ async fn two_hundred_tenants_fan_out_and_a_failing_portal_delays_no_one() {
         started.elapsed()
     );
 }
+
+/// A revoked token found by a watch round puts the integration in `error` (as lead-sync would),
+/// so the schedule stops enqueueing the tenant until it reconnects; the work item is the
+/// portal's failure, not the operator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_token_found_by_watching_sets_the_integration_to_error() {
+    let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
+    let t = tenant();
+    let token = rig.sandbox.issue_token(false);
+    rig.connect(&t, &token, fast_rate()).await;
+    rig.store
+        .touch_last_sync(&t, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    rig.sandbox.revoke_token(&token);
+    let err = rig.watcher().watch_tenant(&t).await.unwrap_err();
+    assert!(
+        !err.is_operator_side(),
+        "a revoked token is the tenant's: {err}"
+    );
+    let integ = rig.store.get_integration(&t).await.unwrap().unwrap();
+    assert_eq!(integ.sync_status, Some(shared::store::SyncStatus::Error));
+    assert!(integ.last_watch_at.is_none());
+    let fan_out = FanOut::new(
+        rig.store.clone(),
+        rig.env.clients.sqs.clone(),
+        rig.env.watch_queue_url.clone(),
+    );
+    let report = fan_out.run(time::OffsetDateTime::now_utc()).await.unwrap();
+    assert_eq!(
+        (report.candidates, report.due),
+        (1, 0),
+        "an integration in error is not due"
+    );
+}

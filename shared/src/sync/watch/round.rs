@@ -34,6 +34,9 @@ use crate::tenant::TenantId;
 pub const MAX_PAGES_PER_ROUND: usize = 5;
 /// A tenant's first round looks back this far.
 pub const FIRST_LOOKBACK: time::Duration = time::Duration::days(1);
+/// The time one round may take (a few pages, each a budget wait and an MCP call): the consumer
+/// starts no round with less left before the invocation's deadline, and cuts a round off there.
+pub const ROUND_TIME: Duration = Duration::from_secs(25);
 /// SQS `SendMessageBatch` takes at most 10 entries.
 const SEND_BATCH: usize = 10;
 
@@ -338,7 +341,3 @@ fn carries_start(b: &crate::crm::Binding) -> bool {
         None => false,
     }
 }
-
-/// Kept for the consumer's time rule: a round needs at most this long (pages at the MCP
-/// client's timeout are cut shorter by the invocation deadline).
-pub const ROUND_TIME: Duration = Duration::from_secs(25);
