@@ -4,6 +4,12 @@
 //! (`seen`); and the sparse index `watch` over integration items (`watch_shard`), through which
 //! the scheduled run finds the tenants to watch without scanning the table.
 //!
+//! `seen` is written by watching alone, with one update; lead-sync carries it along when it
+//! rewrites the link (dropping the fields it writes itself). A round that records `seen`
+//! between lead-sync's read and write of one link is overwritten, and the next round reports
+//! that change again: with the same deduplication id (dropped by the queue within five minutes)
+//! unless lead-sync's own write moved `DATE_MODIFY` too. Rare, and a repeat, never a loss.
+//!
 //! `watch_shard` is set by a connect and by every `last_sync_at` update and removed by a
 //! disconnect, so the index holds exactly the integrations that can be due. The shard spreads
 //! them over [`WATCH_SHARDS`] partition keys of the index (one hot key would limit a large

@@ -654,6 +654,19 @@ impl Demo {
             self.port,
             event_file.display()
         );
+        println!("# a manager's change in the portal, then lead-watch's scheduled run (fan-out):");
+        println!(
+            "curl -s -X POST -H 'content-type: application/json' -d '{{\"fields\":{{\"STATUS_ID\":\"JUNK\"}}}}' {}/admin/leads/1/manager",
+            self.sandbox_url
+        );
+        println!(
+            "PATH=\"{}:$PATH\" cargo lambda invoke --invoke-address 127.0.0.1 --invoke-port {} lead-watch --data-file events/watch.json",
+            venv.display(),
+            self.port
+        );
+        println!(
+            "# (the work items wait on $WATCH_QUEUE_URL; `target/debug/sqs-poller --queue-url $WATCH_QUEUE_URL --function lead-watch --invoke {base}` delivers them; the changes arrive on $LEAD_CHANGES_QUEUE_URL)"
+        );
         println!(
             "curl -s {}/admin/leads   # the portal's leads",
             self.sandbox_url
