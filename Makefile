@@ -14,10 +14,10 @@ lint:
 fmt:
 	cargo fmt --all
 
-## Release build of the five functions for Lambda (arm64), zips in target/lambda/<name>/.
+## Release build of the six functions for Lambda (arm64), zips in target/lambda/<name>/.
 build-arm64:
 	bash infra/stack.sh setup
-	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip --locked -p bitrix-connect -p bitrix-test -p bitrix-disconnect -p bitrix-status -p lead-sync
+	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip --locked -p bitrix-connect -p bitrix-test -p bitrix-disconnect -p bitrix-status -p lead-sync -p lead-watch
 
 stack-up:
 	bash infra/stack.sh up
@@ -25,7 +25,7 @@ stack-down:
 	bash infra/stack.sh down
 
 .PHONY: demo dev bench soak
-## The whole product locally: sandbox portal, cargo lambda watch (five functions), SQS poller;
+## The whole product locally: sandbox portal, cargo lambda watch (six functions), SQS poller;
 ## connects a demo tenant, publishes lead events, waits until synced, prints a report, stops.
 demo:
 	bash infra/local.sh demo
@@ -38,7 +38,7 @@ dev:
 ## function; lead-sync over the 500-event stream. Prints a table, writes target/bench.json.
 bench:
 	bash infra/stack.sh up >/dev/null
-	cargo build --release --locked -p bitrix-connect -p bitrix-test -p bitrix-disconnect -p bitrix-status -p lead-sync
+	cargo build --release --locked -p bitrix-connect -p bitrix-test -p bitrix-disconnect -p bitrix-status -p lead-sync -p lead-watch
 	cargo build --release --locked -p teleagent-tests --bin bench --bin bare-runtime
 	./target/release/bench
 

@@ -22,6 +22,13 @@ CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 TABLE = "teleagent-bitrix-local"
 QUEUE = "teleagent-leads-local.fifo"
 DLQ = "teleagent-leads-local-dlq.fifo"
+CHANGES_QUEUE = "teleagent-lead-changes-local.fifo"
+WATCH_QUEUE = "teleagent-watch-local"
+# The sparse index lead-watch's schedule reads (as in infra/template.yaml).
+WATCH_INDEX = {"IndexName": "watch",
+               "KeySchema": [{"AttributeName": "watch_shard", "KeyType": "HASH"}],
+               "Projection": {"ProjectionType": "INCLUDE",
+                              "NonKeyAttributes": ["sync_status", "last_sync_at", "watch_opt_in"]}}
 KEY_ALIAS = "alias/teleagent-bitrix-local"
 MAX_RECEIVE_COUNT = 5
 
@@ -65,10 +72,19 @@ def create_resources(endpoint: str) -> dict:
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
                        {"AttributeName": "sk", "KeyType": "RANGE"}],
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}],
+                                  {"AttributeName": "sk", "AttributeType": "S"},
+                                  {"AttributeName": "watch_shard", "AttributeType": "S"}],
+            GlobalSecondaryIndexes=[WATCH_INDEX],
             BillingMode="PAY_PER_REQUEST")
         ddb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={
             "Enabled": True, "AttributeName": "expires_at"})
+    indexes = ddb.describe_table(TableName=TABLE)["Table"].get("GlobalSecondaryIndexes", [])
+    if not any(i["IndexName"] == WATCH_INDEX["IndexName"] for i in indexes):
+        # A table made by an older version of this script (a stack left running).
+        ddb.update_table(
+            TableName=TABLE,
+            AttributeDefinitions=[{"AttributeName": "watch_shard", "AttributeType": "S"}],
+            GlobalSecondaryIndexUpdates=[{"Create": WATCH_INDEX}])
     aliases = {a["AliasName"]: a.get("TargetKeyId") for a in kms.list_aliases()["Aliases"]}
     if KEY_ALIAS in aliases and aliases[KEY_ALIAS]:
         key_id = aliases[KEY_ALIAS]
@@ -82,8 +98,11 @@ def create_resources(endpoint: str) -> dict:
         **fifo, "VisibilityTimeout": "180",
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
                                      "maxReceiveCount": str(MAX_RECEIVE_COUNT)})})["QueueUrl"]
+    changes_url = sqs.create_queue(QueueName=CHANGES_QUEUE, Attributes=fifo)["QueueUrl"]
+    watch_url = sqs.create_queue(QueueName=WATCH_QUEUE, Attributes={"VisibilityTimeout": "360"})["QueueUrl"]
     return {"TABLE_NAME": TABLE, "KMS_KEY_ID": key_id, "LEAD_QUEUE_URL": queue_url,
-            "DEAD_LETTER_QUEUE_URL": dlq_url, "LEAD_QUEUE_MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT)}
+            "DEAD_LETTER_QUEUE_URL": dlq_url, "LEAD_QUEUE_MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
+            "LEAD_CHANGES_QUEUE_URL": changes_url, "WATCH_QUEUE_URL": watch_url}
 
 
 def up(state: Path) -> None:

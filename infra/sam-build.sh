@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `sam build --beta-features` of infra/template.yaml as written, once per sign-in mode (AuthMode),
 # as CI runs it: SAM runs `cargo lambda build --release --arm64 --bin <Binary>` for each of the
-# five functions (BuildMethod rust-cargolambda, a SAM beta feature), and this checks that each
-# build produced five arm64 (aarch64 ELF) bootstraps.
+# six functions (BuildMethod rust-cargolambda, a SAM beta feature), and this checks that each
+# build produced six arm64 (aarch64 ELF) bootstraps.
 # The builds share the workspace's target directory: after `make build-arm64`, and for the
 # second mode, cargo has nothing left to compile, so the second build costs seconds.
 set -euo pipefail
@@ -30,11 +30,11 @@ build() { # mode, parameter overrides...
     fi
     n=$((n + 1))
   done
-  if [ "$n" != 5 ]; then
-    echo "sam-build: expected 5 bootstraps in $dir, found $n" >&2
+  if [ "$n" != 6 ]; then
+    echo "sam-build: expected 6 bootstraps in $dir, found $n" >&2
     exit 1
   fi
-  echo "sam-build: $mode: 5 arm64 bootstraps in $((SECONDS - t0)) s"
+  echo "sam-build: $mode: 6 arm64 bootstraps in $((SECONDS - t0)) s"
 }
 build jwt-authorizer "JwtIssuer=https://example.supabase.co/auth/v1" "CorsAllowedOrigins=https://app.example.com"
 build hs256 "JwtHs256SecretParameterName=/teleagent/jwt-hs256-secret" "CorsAllowedOrigins=https://app.example.com"

@@ -33,6 +33,10 @@ pub struct Config {
     pub kms_key_id: Option<String>,
     pub lead_queue_url: Option<String>,
     pub dead_letter_queue_url: Option<String>,
+    /// The outbound FIFO queue where lead-watch publishes `lead.changed` events.
+    pub lead_changes_queue_url: Option<String>,
+    /// The queue of per-tenant watch work that lead-watch feeds (scheduled) and consumes.
+    pub watch_queue_url: Option<String>,
     pub aws_endpoint_url: Option<String>,
     pub mcp_allowed_hosts: Vec<String>,
     pub mcp_allow_loopback: bool,
@@ -64,6 +68,8 @@ impl std::fmt::Debug for Config {
             .field("kms_key_id", &self.kms_key_id)
             .field("lead_queue_url", &self.lead_queue_url)
             .field("dead_letter_queue_url", &self.dead_letter_queue_url)
+            .field("lead_changes_queue_url", &self.lead_changes_queue_url)
+            .field("watch_queue_url", &self.watch_queue_url)
             .field("aws_endpoint_url", &self.aws_endpoint_url)
             .field("mcp_allowed_hosts", &self.mcp_allowed_hosts)
             .field("mcp_allow_loopback", &self.mcp_allow_loopback)
@@ -194,6 +200,8 @@ impl Config {
             kms_key_id: opt("KMS_KEY_ID"),
             lead_queue_url: opt("LEAD_QUEUE_URL"),
             dead_letter_queue_url: opt("DEAD_LETTER_QUEUE_URL"),
+            lead_changes_queue_url: opt("LEAD_CHANGES_QUEUE_URL"),
+            watch_queue_url: opt("WATCH_QUEUE_URL"),
             aws_endpoint_url,
             mcp_allowed_hosts,
             mcp_allow_loopback,
@@ -220,6 +228,18 @@ impl Config {
         self.lead_queue_url
             .as_deref()
             .ok_or(ConfigError::Missing("LEAD_QUEUE_URL"))
+    }
+
+    pub fn require_lead_changes_queue_url(&self) -> Result<&str, ConfigError> {
+        self.lead_changes_queue_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("LEAD_CHANGES_QUEUE_URL"))
+    }
+
+    pub fn require_watch_queue_url(&self) -> Result<&str, ConfigError> {
+        self.watch_queue_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("WATCH_QUEUE_URL"))
     }
 
     pub fn require_dead_letter_queue_url(&self) -> Result<&str, ConfigError> {

@@ -83,6 +83,13 @@ fn calls(b: &Binding) -> Map<String, Value> {
             request::list_by_phone(&spellings),
         );
     }
+    if b.watch_gap().is_none() {
+        put(
+            "watch",
+            Operation::ListLeads,
+            request::list_changed("teleagent", "2026-12-01T10:00:00Z", 0),
+        );
+    }
     out
 }
 
@@ -101,6 +108,7 @@ fn outcome(file: &str) -> Value {
         "bound": bound,
         "missing_required": missing.iter().map(|op| op.key()).collect::<Vec<_>>(),
         "reason": reason,
+        "change_watch": b.change_watch(),
         "calls": calls(&b),
     })
 }
@@ -119,7 +127,8 @@ fn catalogue_files() -> Vec<String> {
 
 /// Every catalogue binds exactly as `expected.json` says (reviewed by hand against each
 /// server's source, see the catalogue README): per catalogue the bound tools, the missing
-/// operations with connect's reason, and the exact arguments of create, update, find and get.
+/// operations with connect's reason, whether managers' changes can be watched (and the exact
+/// change-list call when they can), and the exact arguments of create, update, find and get.
 /// `CORPUS_PRINT=1` prints what binding gives, for reviewing a new fixture.
 #[test]
 fn every_catalogue_binds_as_expected() {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use shared::aws::AwsClients;
@@ -108,6 +108,10 @@ pub struct TestEnv {
     pub key_id: String,
     pub queue_url: String,
     pub dlq_url: String,
+    /// The outbound FIFO queue of `lead.changed` events.
+    pub changes_queue_url: String,
+    /// lead-watch's queue of per-tenant work items (standard).
+    pub watch_queue_url: String,
     /// The environment a function would see, as a map (tests never touch the process env).
     pub vars: HashMap<String, String>,
 }
@@ -131,7 +135,13 @@ impl TestEnv {
             .expect("key metadata")
             .key_id;
         let (queue_url, dlq_url) = create_queues(&clients.sqs, &suffix).await;
+        let (changes_queue_url, watch_queue_url) = create_watch_queues(&clients.sqs, &suffix).await;
         let vars = HashMap::from([
+            (
+                "LEAD_CHANGES_QUEUE_URL".to_owned(),
+                changes_queue_url.clone(),
+            ),
+            ("WATCH_QUEUE_URL".to_owned(), watch_queue_url.clone()),
             ("TABLE_NAME".to_owned(), table.clone()),
             ("KMS_KEY_ID".to_owned(), key_id.clone()),
             ("LEAD_QUEUE_URL".to_owned(), queue_url.clone()),
@@ -148,6 +158,8 @@ impl TestEnv {
             key_id,
             queue_url,
             dlq_url,
+            changes_queue_url,
+            watch_queue_url,
             vars,
         }
     }
@@ -186,8 +198,24 @@ pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, table: &str) {
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attr("pk"))
         .attribute_definitions(attr("sk"))
+        .attribute_definitions(attr(shared::store::WATCH_SHARD_ATTR))
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(shared::store::WATCH_INDEX)
+                .key_schema(key(shared::store::WATCH_SHARD_ATTR, KeyType::Hash))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes("sync_status")
+                        .non_key_attributes("last_sync_at")
+                        .non_key_attributes("watch_opt_in")
+                        .build(),
+                )
+                .build()
+                .expect("watch index"),
+        )
         .send()
         .await
         .expect("create table");
@@ -241,6 +269,56 @@ async fn create_queues(sqs: &aws_sdk_sqs::Client, suffix: &str) -> (String, Stri
         .queue_url
         .expect("queue url");
     (queue_url, dlq_url)
+}
+
+/// A queue without a redrive policy (FIFO when `fifo`), by name; its URL.
+pub async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    fifo: bool,
+) -> Result<String, String> {
+    let mut req = sqs.create_queue().queue_name(name);
+    if fifo {
+        req = req.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    req.send()
+        .await
+        .map_err(|e| format!("CreateQueue {name}: {:?}", aws_sdk_sqs::Error::from(e)))?
+        .queue_url
+        .ok_or_else(|| format!("CreateQueue {name}: no URL"))
+}
+
+/// The outbound FIFO `lead.changed` queue and the standard watch work queue.
+async fn create_watch_queues(sqs: &aws_sdk_sqs::Client, suffix: &str) -> (String, String) {
+    let changes = sqs
+        .create_queue()
+        .queue_name(format!("changes-{suffix}.fifo"))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("create changes queue")
+        .queue_url
+        .expect("changes queue url");
+    let work = sqs
+        .create_queue()
+        .queue_name(format!("watch-{suffix}"))
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .expect("create watch queue")
+        .queue_url
+        .expect("watch queue url");
+    (changes, work)
+}
+
+/// Deletes one received message (a consumer's acknowledgement).
+pub async fn delete_message(sqs: &aws_sdk_sqs::Client, queue_url: &str, receipt: Option<String>) {
+    sqs.delete_message()
+        .queue_url(queue_url)
+        .set_receipt_handle(receipt)
+        .send()
+        .await
+        .expect("delete a received message");
 }
 
 /// Receives up to ten messages of `queue_url` (all system attributes) as the Lambda SQS event

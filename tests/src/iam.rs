@@ -179,11 +179,33 @@ pub fn moto_policy(statements: &[Value]) -> Value {
             if !actions.iter().all(|a| moto_sees_resource(a)) {
                 s["Resource"] = json!("*");
             }
+            // AWS authorises SQS's batch calls as their single action (SendMessageBatch needs
+            // sqs:SendMessage); moto checks the batch call's own name, so it is added for moto.
+            let batches: Vec<String> = actions
+                .iter()
+                .filter_map(|a| SQS_BATCHES.iter().find(|(_, one)| one == a))
+                .map(|(batch, _)| (*batch).to_owned())
+                .collect();
+            if !batches.is_empty() {
+                let mut all = actions.clone();
+                all.extend(batches);
+                s["Action"] = json!(all);
+            }
             s
         })
         .collect();
     json!({"Version": "2012-10-17", "Statement": widened})
 }
+
+/// SQS batch calls and the action AWS authorises each as.
+const SQS_BATCHES: [(&str, &str); 3] = [
+    ("sqs:SendMessageBatch", "sqs:SendMessage"),
+    ("sqs:DeleteMessageBatch", "sqs:DeleteMessage"),
+    (
+        "sqs:ChangeMessageVisibilityBatch",
+        "sqs:ChangeMessageVisibility",
+    ),
+];
 
 pub fn as_list(v: &Value) -> Vec<String> {
     match v {
@@ -239,7 +261,12 @@ impl Arns {
         match action.split(':').next().unwrap_or_default() {
             "dynamodb" => {
                 let t = s("TableName");
-                self.tables.get(&t).cloned().unwrap_or(t)
+                let table = self.tables.get(&t).cloned().unwrap_or(t);
+                // A query of an index is authorised on the index's own ARN.
+                match body["IndexName"].as_str() {
+                    Some(index) => format!("{table}/index/{index}"),
+                    None => table,
+                }
             }
             "kms" => {
                 let k = s("KeyId");
@@ -303,6 +330,10 @@ pub fn read_recording(path: &Path, arns: &Arns) -> Result<Vec<Call>, String> {
         };
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let action = format!("{service}:{op}");
+        let action = SQS_BATCHES
+            .iter()
+            .find(|(batch, _)| *batch == action)
+            .map_or(action.clone(), |(_, one)| (*one).to_owned());
         let encryption_context = body["EncryptionContext"]
             .as_object()
             .map(|m| {
@@ -390,7 +421,7 @@ pub fn allows(statement: &Value, call: &Call) -> bool {
     })
 }
 
-/// Builds the five function binaries (debug, as the tests' own profile) once per test binary
+/// Builds the six function binaries (debug, as the tests' own profile) once per test binary
 /// and returns the directory that holds them.
 pub fn function_binaries() -> Result<&'static Path, String> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();

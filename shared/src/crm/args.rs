@@ -149,6 +149,7 @@ fn source_for(op: Operation, p: &Prop) -> Option<(Source, bool)> {
                 param("select")
             }
             "order" | "sort" | "orderby" if p.is_object() => param("order"),
+            "start" | "offset" if op == Operation::ListLeads => param("start"),
             "entityid" | "entity" | "type" | "dictionary" if op == Operation::ListStatuses => {
                 Source::Filter {
                     name: "ENTITY_ID".into(),

@@ -130,6 +130,39 @@ impl Binding {
         })
     }
 
+    /// Why changes managers make in the portal cannot flow back, or `None` when they can.
+    /// Watching lists the connector's leads by `ORIGINATOR_ID` changed since a time
+    /// (`>=DATE_MODIFY`), oldest change first: that takes a lead list whose filter is a
+    /// Bitrix24 filter (any field, operators in the key) and that takes an order. A generic REST
+    /// tool passes both as they are.
+    pub fn watch_gap(&self) -> Option<&'static str> {
+        let Some(list) = self.get(Operation::ListLeads) else {
+            return Some("offers no tool to list leads with a filter");
+        };
+        match &list.kind {
+            ToolKind::Rest { .. } => None,
+            ToolKind::Args(plan) => {
+                let param = |n: &'static str| move |s: &super::args::Source| matches!(s, super::args::Source::Param { name } if name == n);
+                if !plan.has(param("filter")) {
+                    Some("has a lead list that cannot filter by change time")
+                } else if !plan.has(param("order")) {
+                    Some("has a lead list that cannot sort leads by change time")
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// What `portal_info.change_watch` shows: whether managers' changes can flow back, and in
+    /// words why not.
+    pub fn change_watch(&self) -> Value {
+        match self.watch_gap() {
+            None => json!({"possible": true}),
+            Some(why) => json!({"possible": false, "reason": watch_words(why)}),
+        }
+    }
+
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
@@ -139,6 +172,14 @@ impl Binding {
     pub fn from_value(v: &Value) -> Option<Self> {
         serde_json::from_value(v.clone()).ok()
     }
+}
+
+/// The sentence a tenant reads when changes cannot be watched.
+pub fn watch_words(why: &str) -> String {
+    format!(
+        "changes managers make in Bitrix24 (status, name, responsible user) will not reach \
+         TeleAgent: this Bitrix24 MCP server {why}; leads still sync from TeleAgent to Bitrix24"
+    )
 }
 
 impl BoundTool {
@@ -164,5 +205,73 @@ impl BoundTool {
                     })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::schema::props;
+
+    fn with_list(kind: ToolKind) -> Binding {
+        let mut b = Binding::default();
+        b.ops.insert(
+            Operation::ListLeads,
+            BoundTool {
+                tool: "list".into(),
+                profile: Profile::LeadTools,
+                kind,
+            },
+        );
+        b
+    }
+
+    fn args(schema: Value) -> ToolKind {
+        let plan = ArgPlan::build(Operation::ListLeads, &props(&schema), &[]).unwrap();
+        ToolKind::Args(plan)
+    }
+
+    #[test]
+    fn change_watching_needs_a_list_that_filters_and_orders() {
+        let full = json!({"type": "object", "properties": {"filter": {"type": "object"},
+            "order": {"type": "object"}, "select": {"type": "array"}, "start": {"type": "integer"}}});
+        let no_order = json!({"type": "object", "properties": {"filter": {"type": "object"}}});
+        let rest = ToolKind::Rest {
+            method_arg: "method".into(),
+            params_arg: "params".into(),
+        };
+        for (b, possible, why) in [
+            (Binding::default(), false, "no list tool"),
+            (with_list(args(full.clone())), true, "filter and order"),
+            (with_list(args(no_order)), false, "no order argument"),
+            (with_list(rest), true, "a generic REST tool"),
+        ] {
+            assert_eq!(b.change_watch()["possible"], possible, "{why}");
+            assert_eq!(b.watch_gap().is_none(), possible, "{why}");
+        }
+        let ToolKind::Args(plan) = args(full) else {
+            unreachable!()
+        };
+        let filled = plan
+            .fill(
+                crate::crm::client::request::list_changed("teleagent", "2026-01-01T00:00:00Z", 50)
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(filled["start"], 50, "the page offset reaches the tool");
+        assert_eq!(
+            filled["filter"],
+            json!({">=DATE_MODIFY": "2026-01-01T00:00:00Z", "ORIGINATOR_ID": "teleagent"})
+        );
+        assert_eq!(filled["order"], json!({"DATE_MODIFY": "ASC", "ID": "ASC"}));
+        let reason = with_list(args(
+            json!({"type": "object", "properties": {"filter": {"type": "object"}}}),
+        ))
+        .change_watch()["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(reason.contains("will not reach TeleAgent"), "{reason}");
     }
 }

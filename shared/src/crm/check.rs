@@ -126,6 +126,7 @@ async fn check(
         "bound": report["bound"],
         "missing": report["missing_optional"],
         "capabilities": binding.caps,
+        "change_watch": binding.change_watch(),
     });
     Ok(LiveCheck {
         portal_id: portal_identity(url, &server.name, token),

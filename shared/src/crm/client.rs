@@ -66,6 +66,18 @@ pub mod request {
                "select": ["ID", "ORIGIN_ID"], "order": {"ID": "ASC"}})
     }
 
+    /// The connector's leads changed at or after `since` (Bitrix24 datetime text), oldest
+    /// change first, with the fields change watching compares. `start` skips rows of the same
+    /// filter (only when a page's rows all share one `DATE_MODIFY`).
+    pub fn list_changed(originator: &str, since: &str, start: u64) -> Value {
+        let mut p = json!({"filter": {">=DATE_MODIFY": since, "ORIGINATOR_ID": originator},
+               "select": super::WATCHED_SELECT, "order": {"DATE_MODIFY": "ASC", "ID": "ASC"}});
+        if start > 0 {
+            p["start"] = json!(start);
+        }
+        p
+    }
+
     pub fn create(fields: Map<String, Value>) -> Value {
         json!({"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}})
     }
@@ -82,6 +94,25 @@ pub mod request {
         json!({"fields": {"ENTITY_ID": lead_id, "ENTITY_TYPE": "lead", "COMMENT": comment}})
     }
 }
+
+/// The fields a change-watching list asks for: the lead's identity, its change time, and what
+/// a manager's change is reported for (status, name, responsible user, the connector's fields).
+pub const WATCHED_SELECT: [&str; 11] = [
+    "ID",
+    "ORIGINATOR_ID",
+    "ORIGIN_ID",
+    "DATE_MODIFY",
+    "STATUS_ID",
+    "STATUS_SEMANTIC_ID",
+    "NAME",
+    "ASSIGNED_BY_ID",
+    "MODIFY_BY_ID",
+    "UF_CRM_TELEAGENT_SCORE",
+    "UF_CRM_TELEAGENT_HOTNESS",
+];
+
+/// Bitrix24's fixed list page: a full page means there may be more.
+pub const LIST_PAGE: usize = 50;
 
 pub struct Crm<'a> {
     session: &'a mut McpSession,
@@ -168,6 +199,31 @@ impl<'a> Crm<'a> {
                     .is_none_or(|o| o == origin_id)
             })
             .filter_map(row_id)
+            .collect())
+    }
+
+    /// One page of the connector's leads changed at or after `since` (see
+    /// [`request::list_changed`]), as rows. Rows whose `ORIGINATOR_ID` shows another source
+    /// are dropped whatever the server's filter did.
+    pub async fn list_changed(
+        &mut self,
+        originator: &str,
+        since: &str,
+        start: u64,
+    ) -> Result<Vec<Map<String, Value>>, CrmError> {
+        let r = self
+            .call(
+                Operation::ListLeads,
+                request::list_changed(originator, since, start),
+            )
+            .await?;
+        Ok(rows(&r)
+            .into_iter()
+            .filter(|row| {
+                row.get("ORIGINATOR_ID")
+                    .and_then(Value::as_str)
+                    .is_none_or(|o| o == originator)
+            })
             .collect())
     }
 

@@ -2,6 +2,7 @@
 //! an SQS body into it, and the typed producer. `events/lead-event.v1.schema.json` states the same
 //! rules for the Python chat pipeline; the integration tests hold the two in agreement.
 
+pub mod changed;
 mod producer;
 mod shape;
 mod validate;
@@ -16,6 +17,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::tenant::TenantId;
 
+pub use changed::{Change, Changes, LEAD_CHANGED, LeadChanged, Stage, StatusChange};
 pub use producer::{LeadEventProducer, ProducerError};
 pub use validate::{
     MAX_BODY_BYTES, MAX_CUSTOMER_ID_CHARS, MAX_EVENT_TENANT_ID_CHARS, MAX_FIELD_KEY_CHARS,

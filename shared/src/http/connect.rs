@@ -217,10 +217,14 @@ pub(super) async fn connect(
     let at = connected_at
         .format(&Rfc3339)
         .map_err(|e| ApiError::internal("format connected_at", e))?;
-    Ok(json_response(
-        http::StatusCode::OK,
-        &json!({"success": true, "message": "Bitrix24 connected successfully", "connected_at": at}),
-    ))
+    let mut answer =
+        json!({"success": true, "message": "Bitrix24 connected successfully", "connected_at": at});
+    // Answers may add fields (the web UI ignores those it does not know): a server whose lead
+    // list cannot serve change watching is said in words, the connection still works.
+    if let Some(why) = check.binding.watch_gap() {
+        answer["notice"] = json!(crate::crm::binding::watch_words(why));
+    }
+    Ok(json_response(http::StatusCode::OK, &answer))
 }
 
 /// Stores the connection guarded by the version just read; one retry on a concurrent change

@@ -1,7 +1,8 @@
 //! `GET /api/bitrix-mcp/status`: one consistent read, nothing decrypted. `connected` is false
 //! when the integration is in `error`, so the web UI shows the token form again and the tenant
 //! can paste a new token; `sync_status`/`last_error` say why, and `parked_events` how many
-//! events wait for the portal to work again.
+//! events wait for the portal to work again; `last_watch_at` when managers' changes in Bitrix24
+//! were last read back (lead-watch).
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -35,6 +36,7 @@ pub(super) async fn status(app: &StoreApp, req: Request) -> Result<Response<Body
             "sync_status": i.sync_status.map(SyncStatus::as_str),
             "last_error": i.last_error,
             "parked_events": i.parked_count,
+            "last_watch_at": rfc3339(i.last_watch_at),
         }),
         None => json!({
             "connected": false,
@@ -44,6 +46,7 @@ pub(super) async fn status(app: &StoreApp, req: Request) -> Result<Response<Body
             "sync_status": null,
             "last_error": null,
             "parked_events": null,
+            "last_watch_at": null,
         }),
     };
     Ok(json_response(http::StatusCode::OK, &body))

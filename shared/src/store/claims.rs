@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
 use super::Store;
-use super::error::{StoreError, from_sdk};
+use super::error::{StoreError, conflict_is_done, from_sdk};
 use super::item::{Item, Reader, epoch, key, n, s, time_av};
 use crate::tenant::TenantId;
 
@@ -145,9 +145,6 @@ impl Store {
             .send()
             .await
             .map_err(from_sdk);
-        match res {
-            Ok(_) | Err(StoreError::Conflict) => Ok(()),
-            Err(e) => Err(e),
-        }
+        conflict_is_done(res)
     }
 }

@@ -48,3 +48,12 @@ pub(crate) fn from_sdk(err: impl Into<aws_sdk_dynamodb::Error>) -> StoreError {
         }
     }
 }
+
+/// A write whose lost race is fine (the item moved on; the caller has nothing to redo): a
+/// failed condition counts as done.
+pub(crate) fn conflict_is_done<T>(r: Result<T, StoreError>) -> Result<(), StoreError> {
+    match r {
+        Ok(_) | Err(StoreError::Conflict) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -85,6 +85,10 @@ pub struct Integration {
     pub version: u64,
     /// How many events are parked (see [`Store::park_event`]); 0 when none.
     pub parked_count: u64,
+    /// When change watching last finished a round for this tenant.
+    pub last_watch_at: Option<OffsetDateTime>,
+    /// Where change watching goes on from (see [`super::watch`]).
+    pub watch_cursor: Option<super::watch::WatchCursor>,
 }
 
 impl Integration {
@@ -137,13 +141,21 @@ impl TryFrom<&Item> for Integration {
             disconnected_at: r.opt_time("disconnected_at")?,
             version: r.n("version")?,
             parked_count: r.opt_n::<i64>("parked_count")?.unwrap_or(0).max(0) as u64,
+            last_watch_at: r.opt_time("last_watch_at")?,
+            watch_cursor: match (r.opt_s("watch_portal_id")?, r.opt_s("watch_cursor")?) {
+                (Some(portal_id), Some(modified)) => Some(super::watch::WatchCursor {
+                    portal_id: portal_id.to_owned(),
+                    modified: modified.to_owned(),
+                }),
+                _ => None,
+            },
         })
     }
 }
 
 /// The fields a disconnect removes (everything that describes the connection).
 const CONNECTION_FIELDS: &str = "token_ciphertext, mcp_url, portal_id, binding, portal_info, \
-     connected_at, sync_status, last_error, rate_per_sec, rate_burst";
+     connected_at, sync_status, last_error, rate_per_sec, rate_burst, watch_shard";
 
 impl Store {
     fn integration_key(&self, t: &TenantId) -> Item {
@@ -184,8 +196,9 @@ impl Store {
                  binding = :binding, portal_info = :info, connected_at = :at, \
                  sync_status = :active, rate_per_sec = if_not_exists(rate_per_sec, :rps), \
                  rate_burst = if_not_exists(rate_burst, :burst), \
-                 version = :next REMOVE last_error, disconnected_at",
+                 watch_shard = :shard, version = :next REMOVE last_error, disconnected_at",
             )
+            .expression_attribute_values(":shard", s(super::watch::watch_shard(t)))
             .expression_attribute_values(":tok", b(&conn.token_ciphertext))
             .expression_attribute_values(":url", s(conn.mcp_url))
             .expression_attribute_values(":portal", s(conn.portal_id))
@@ -280,9 +293,10 @@ impl Store {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.integration_key(t)))
-            .update_expression("SET last_sync_at = :at")
+            .update_expression("SET last_sync_at = :at, watch_shard = :shard")
             .condition_expression("attribute_exists(token_ciphertext)")
             .expression_attribute_values(":at", time_av(at)?)
+            .expression_attribute_values(":shard", s(super::watch::watch_shard(t)))
             .send()
             .await
             .map_err(from_sdk);

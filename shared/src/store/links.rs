@@ -40,6 +40,11 @@ pub struct LinkMeta {
     /// those the CRM shows as its own ([`crate::sync::fields::reconcile_pending`]), so neither
     /// a stale `sent` nor our own landed write passes for a manager's edit.
     pub pending: Map<String, Value>,
+    /// What change watching last saw in the CRM, by Bitrix24 field name, for the fields it
+    /// reports (status, name, responsible user, the connector's user fields). A value here that
+    /// differs from `sent` is a manager's: the next update leaves that field alone. A field the
+    /// connector writes again leaves this map (the CRM then shows what was sent).
+    pub seen: Map<String, Value>,
 }
 
 /// What the `LEAD#` item holds: a link, or a create lock ("creating" state) of a consumer that
@@ -100,6 +105,10 @@ fn link_state(item: &Item) -> Result<LinkState, StoreError> {
                     "lead link attribute pending: not an object",
                 ));
             }
+        },
+        seen: match r.opt_json("seen")? {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
         },
     };
     Ok(LinkState::Linked(LeadLink::try_from(item)?, meta))
@@ -191,6 +200,9 @@ impl Store {
                 PENDING.into(),
                 json_av(&Value::Object(meta.pending.clone())),
             );
+        }
+        if !meta.seen.is_empty() {
+            item.insert("seen".into(), json_av(&Value::Object(meta.seen.clone())));
         }
         self.put(item).await
     }

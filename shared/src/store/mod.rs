@@ -1,5 +1,5 @@
 //! The DynamoDB store: one table, every item under `pk = TENANT#<id>` (the integration, lead
-//! links, event claims, parked events, audit lines, the rate budget). Every method takes the
+//! links, event claims, parked events, audit lines, the rate budget, change watching's cursor). Every method takes the
 //! [`TenantId`](crate::tenant::TenantId) and builds the partition key itself, so no call can
 //! reach another tenant's items; conditional writes carry the concurrency rules (version guards
 //! on the integration, leases on claims and create locks, the shared rate budget).
@@ -15,6 +15,7 @@ mod integration;
 mod item;
 mod links;
 mod parked;
+mod watch;
 
 pub use audit::AuditEntry;
 pub use budget::{BucketDecision, bucket_take};
@@ -23,6 +24,10 @@ pub use error::StoreError;
 pub use integration::{Integration, NewConnection, RateParams, SyncStatus};
 pub use links::{CreateClaim, LeadLink, LinkMeta, LinkState};
 pub use parked::ParkedEvent;
+pub use watch::{
+    WATCH_INDEX, WATCH_SHARD_ATTR, WATCH_SHARDS, WatchCandidate, WatchCursor, all_watch_shards,
+    watch_shard,
+};
 
 /// The single-table store. Cheap to clone: the client is shared.
 #[derive(Clone, Debug)]

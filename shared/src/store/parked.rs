@@ -12,7 +12,7 @@
 use time::{Duration as TimeDuration, OffsetDateTime};
 
 use super::Store;
-use super::error::{StoreError, from_sdk};
+use super::error::{StoreError, conflict_is_done, from_sdk};
 use super::integration::SK as INTEGRATION_SK;
 use super::item::{Item, Reader, epoch, fmt_time, key, n, s, time_av};
 use crate::tenant::TenantId;
@@ -90,10 +90,7 @@ impl Store {
             .send()
             .await
             .map_err(from_sdk);
-        match res {
-            Ok(_) | Err(StoreError::Conflict) => Ok(()),
-            Err(e) => Err(e),
-        }
+        conflict_is_done(res)
     }
 
     /// Sets `parked_count` to 0 if it still is `seen` (a replay found nothing left parked; a
@@ -111,10 +108,7 @@ impl Store {
             .send()
             .await
             .map_err(from_sdk);
-        match res {
-            Ok(_) | Err(StoreError::Conflict) => Ok(()),
-            Err(e) => Err(e),
-        }
+        conflict_is_done(res)
     }
 
     /// All parked events of the tenant, oldest `occurred_at` first (every page is read).

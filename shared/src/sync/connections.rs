@@ -239,6 +239,18 @@ impl BudgetedCrm<'_> {
     }
 }
 
+impl BudgetedCrm<'_> {
+    /// One page of the connector's leads changed at or after `since` (change watching), one
+    /// token of the portal's budget like every other call.
+    pub async fn list_changed(&mut self, since: &str, start: u64) -> Result<Vec<Lead>, SyncError> {
+        self.gate().await?;
+        Ok(self
+            .crm
+            .list_changed(fields::ORIGINATOR, since, start)
+            .await?)
+    }
+}
+
 fn gone_as_false(r: Result<(), CrmError>) -> Result<bool, SyncError> {
     match r {
         Ok(()) => Ok(true),

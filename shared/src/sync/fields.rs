@@ -256,6 +256,18 @@ pub struct UpdateInput<'a> {
     pub link_phone: Option<&'a str>,
     /// Only our own fields and a forward status (a lead someone else made): never NAME/PHONE.
     pub foreign: bool,
+    /// Values change watching saw in the CRM that differ from what was sent: a manager holds
+    /// these fields, so without a read they are left alone (no read is needed to know it).
+    pub held: &'a Map<String, Value>,
+}
+
+/// The fields a manager holds according to change watching: `seen` values that differ from the
+/// values last sent (a field never sent, like the responsible user, is not ours to write).
+pub fn held_by_manager(sent: &Map<String, Value>, seen: &Map<String, Value>) -> Map<String, Value> {
+    seen.iter()
+        .filter(|(k, v)| sent.get(*k).is_some_and(|s| !same_value(s, v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The update of a linked lead: desired values minus those equal to what was last sent; a value
@@ -272,8 +284,11 @@ pub fn plan_update(i: UpdateInput<'_>) -> UpdatePlan {
         .and_then(|l| l.get("STATUS_ID"))
         .and_then(Value::as_str);
     let sent_status = i.sent.get("STATUS_ID").and_then(Value::as_str);
-    let known_status = crm_status.or(sent_status);
-    if let Some(status) = crm_status.filter(|s| is_final(s)) {
+    let held_status = i.held.get("STATUS_ID").and_then(Value::as_str);
+    let known_status = crm_status.or(held_status).or(sent_status);
+    // What the CRM shows as far as we know: a read in this event, else what watching saw.
+    let closed = crm_status.or(if i.crm.is_none() { held_status } else { None });
+    if let Some(status) = closed.filter(|s| is_final(s)) {
         // A manager closed the lead: remember it, so later events send notes only, even those
         // that would not read the lead first.
         plan.sent.insert("STATUS_ID".into(), json!(status));
@@ -285,6 +300,11 @@ pub fn plan_update(i: UpdateInput<'_>) -> UpdatePlan {
     for (key, want) in i.desired {
         let last = i.sent.get(key);
         if last.is_some_and(|l| same_value(l, want)) {
+            continue;
+        }
+        if i.crm.is_none() && i.held.contains_key(key) {
+            // The manager changed it (change watching saw it): theirs wins, as after a read.
+            plan.sent.insert(key.clone(), want.clone());
             continue;
         }
         let now_in_crm = i.crm.and_then(|l| crm_value(l, key));
@@ -450,6 +470,7 @@ mod tests {
             older: false,
             link_phone: None,
             foreign: false,
+            held: &Map::new(),
         });
         assert_eq!(plan.fields.get("UF_CRM_TELEAGENT_SCORE"), Some(&json!(6)));
         assert_eq!(plan.fields.get("STATUS_ID"), Some(&json!("UC_QUALIFIED")));
@@ -673,8 +694,26 @@ mod tests {
                 older: r.older,
                 link_phone: r.link_phone,
                 foreign: r.foreign,
+                held: &Map::new(),
             });
             assert_eq!(Value::Object(plan.fields), r.fields, "{}", r.why);
+        }
+    }
+
+    /// An update decided without a read, with change watching's `held` values.
+    fn trusted_input<'a>(
+        desired: &'a Map<String, Value>,
+        sent: &'a Map<String, Value>,
+        held: &'a Map<String, Value>,
+    ) -> UpdateInput<'a> {
+        UpdateInput {
+            desired,
+            sent,
+            crm: None,
+            older: false,
+            link_phone: None,
+            foreign: false,
+            held,
         }
     }
 
@@ -682,17 +721,44 @@ mod tests {
     fn text_only_score_goes_to_comment_lines() {
         let desired = m(json!({TEXT_SCORE: 90, TEXT_HOTNESS: "hot"}));
         let sent = m(json!({TEXT_SCORE: 82, TEXT_HOTNESS: "hot"}));
-        let plan = plan_update(UpdateInput {
-            desired: &desired,
-            sent: &sent,
-            crm: None,
-            older: false,
-            link_phone: None,
-            foreign: false,
-        });
+        let plan = plan_update(trusted_input(&desired, &sent, &Map::new()));
         assert!(plan.fields.is_empty());
         assert_eq!(plan.text_lines, vec!["Score: 90".to_owned()]);
         assert_eq!(plan.sent[TEXT_SCORE], 90);
+    }
+
+    #[test]
+    fn fields_a_manager_holds_per_watching_are_left_without_a_read() {
+        let sent = m(json!({"STATUS_ID": "IN_PROCESS", "NAME": "Ann", UF_SCORE: 82}));
+        let seen = m(
+            json!({"STATUS_ID": "IN_PROCESS", "NAME": "Anna", "ASSIGNED_BY_ID": "7", UF_SCORE: "82"}),
+        );
+        let held = held_by_manager(&sent, &seen);
+        assert_eq!(
+            Value::Object(held.clone()),
+            json!({"NAME": "Anna"}),
+            "only values that differ from what was sent; the responsible user was never ours"
+        );
+        let desired = m(json!({"STATUS_ID": "UC_QUALIFIED", "NAME": "Ann B", UF_SCORE: 90}));
+        let input = |held| trusted_input(&desired, &sent, held);
+        let plan = plan_update(input(&held));
+        assert_eq!(
+            Value::Object(plan.fields),
+            json!({"STATUS_ID": "UC_QUALIFIED", UF_SCORE: 90}),
+            "the renamed lead keeps the manager's name"
+        );
+        let junked = held_by_manager(&sent, &m(json!({"STATUS_ID": "JUNK"})));
+        let plan = plan_update(input(&junked));
+        assert!(
+            plan.fields.is_empty(),
+            "a lead the manager junked gets notes only: {:?}",
+            plan.fields
+        );
+        let plan = plan_update(input(&Map::new()));
+        assert!(
+            plan.fields.contains_key("NAME"),
+            "without watching, the name goes to the read-and-compare path"
+        );
     }
 
     #[test]

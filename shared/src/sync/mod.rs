@@ -9,7 +9,8 @@
 //! - [`replay`]: parked events coming back;
 //! - [`ports`]: the narrow traits where the core meets DynamoDB, KMS and the portal;
 //! - [`batch`]: the SQS side (FIFO groups, partial batch responses, the dead-letter queue);
-//! - [`startup`]: what lead-sync builds once per container.
+//! - [`startup`]: what lead-sync builds once per container;
+//! - [`watch`]: lead-watch, the way back: managers' changes in Bitrix24 to TeleAgent.
 
 pub mod batch;
 pub mod connections;
@@ -20,6 +21,7 @@ pub mod ports;
 pub mod replay;
 pub mod resolution;
 pub mod startup;
+pub mod watch;
 
 pub use engine::SyncEngine;
 pub use failure::{Outcome, SyncError};

@@ -220,6 +220,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             verified_at: Some(self.now),
             notes_sent: self.event.lead.notes.clone(),
             pending: Map::new(),
+            seen: Map::new(),
         };
         self.record(&link, &meta).await?;
         Ok(Synced {
@@ -268,6 +269,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             older: false,
             link_phone: None,
             foreign: found == Found::Foreign,
+            held: &Map::new(),
         });
         let mut f = plan.fields;
         // Our create already carried the summary; a foreign lead gets it as history.
@@ -303,6 +305,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             verified_at: Some(self.now),
             notes_sent: self.event.lead.notes.clone(),
             pending: Map::new(),
+            seen: Map::new(),
         };
         self.record(&link, &meta).await?;
         let kind = match found {
@@ -323,6 +326,15 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         let older = self.event.occurred_at < link.last_event_at;
         let desired = fields::desired(self.event, &self.caps, self.phone.as_ref());
         let notes = fields::new_notes(self.event, meta.notes_sent.as_deref());
+        // What watching saw a manager change; a seen value equal to our own interrupted write
+        // (`pending`) is ours, not theirs.
+        let mut held = fields::held_by_manager(&link.sent, &meta.seen);
+        held.retain(|k, v| {
+            !meta
+                .pending
+                .get(k)
+                .is_some_and(|p| fields::same_value(p, v))
+        });
         let input = |crm, sent| UpdateInput {
             desired: &desired,
             sent,
@@ -330,6 +342,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             older,
             link_phone: link.phone_e164.as_deref(),
             foreign: false,
+            held: &held,
         };
         let trusted = fields::plan_update(input(None, &link.sent));
         let has_text = notes.is_some() || !trusted.text_lines.is_empty();
@@ -362,6 +375,9 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             plan
         };
         let text = fields::comment_text(self.event.occurred_at, notes, &plan.text_lines);
+        // A field written now shows what was sent: what watching saw of it is stale.
+        let mut seen = meta.seen.clone();
+        seen.retain(|k, _| !plan.fields.contains_key(k));
         let sent_fields = !plan.fields.is_empty();
         if sent_fields {
             self.unrecorded
@@ -381,6 +397,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             verified_at,
             notes_sent: notes.map(str::to_owned).or(meta.notes_sent),
             pending: Map::new(),
+            seen,
         };
         self.record(&self.moved_on(link, plan.sent), &meta).await?;
         self.unrecorded.clear();

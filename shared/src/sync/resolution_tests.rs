@@ -256,6 +256,7 @@ fn link(
             verified_at: Some(last_event_at),
             notes_sent: None,
             pending: Map::new(),
+            seen: Map::new(),
         },
     )
 }

@@ -1,5 +1,5 @@
 //! `bare-runtime`: a do-nothing `lambda_runtime` function, the benchmark's reference point. Its
-//! cold start and memory are what the runtime alone costs, so the figures of our five functions
+//! cold start and memory are what the runtime alone costs, so the figures of our six functions
 //! can be read as "runtime + what we added".
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};

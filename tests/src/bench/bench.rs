@@ -2,7 +2,7 @@
 //! over the benchmark stream, measured on this machine
 //! against the local stack. Not a test: it prints a table and writes `target/bench.json`.
 //!
-//! 1. Per function (the five release binaries plus `bare-runtime`, a do-nothing `lambda_runtime`
+//! 1. Per function (the six release binaries plus `bare-runtime`, a do-nothing `lambda_runtime`
 //!    reference): the binary is started `--starts` times (>= 20) against a local Lambda Runtime
 //!    API (`teleagent_tests::local::runtime_api`) with the usual Lambda environment; each start measures
 //!    init (process start -> first `GET /invocation/next`), cold start to first answer, then
@@ -38,13 +38,14 @@ use teleagent_tests::local::poller::{self, Poller, PollerOptions};
 use teleagent_tests::local::runtime_api::{InvocationResult, RuntimeApi};
 use teleagent_tests::sandbox::{Sandbox, SandboxConfig};
 
-const FUNCTIONS: [&str; 6] = [
+const FUNCTIONS: [&str; 7] = [
     "bare-runtime",
     "bitrix-connect",
     "bitrix-status",
     "bitrix-test",
     "bitrix-disconnect",
     "lead-sync",
+    "lead-watch",
 ];
 
 struct Args {
@@ -355,6 +356,11 @@ fn request_for(ctx: &Ctx, function: &str, n: usize) -> Value {
             e.customer.phone = Some(format!("+99893{:07}", n % 10_000_000));
             sqs_event(&ctx.queue_arn, &[(e.group_id(), e.to_json())])
         }
+        // One watch work item for the bench tenant: a round of change watching.
+        "lead-watch" => sqs_event(
+            &ctx.queue_arn,
+            &[(String::new(), json!({"tenant_id": ctx.tenant}).to_string())],
+        ),
         _ => json!({"ping": n}),
     }
 }

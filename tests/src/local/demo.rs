@@ -1,9 +1,10 @@
 //! `demo` (`make demo` / `make dev`, through `infra/local.sh`): the whole product on this machine.
-//! Starts the Bitrix24 sandbox, `cargo lambda watch` serving the five functions and the SQS poller
+//! Starts the Bitrix24 sandbox, `cargo lambda watch` serving the six functions and the SQS poller
 //! (the stand-in event source mapping) next to the already running moto_server
 //! (`.local/stack.env`); connects a demo tenant through the HTTP API with a locally signed JWT;
 //! publishes a realistic stream of lead events with the typed producer; waits until they are
-//! synced and prints what happened. Every process it starts runs in its own process group, is
+//! synced and prints what happened; then a manager changes a lead in the sandbox and one
+//! lead-watch round shows the `lead.changed` event that reaches TeleAgent. Every process it starts runs in its own process group, is
 //! listed in `.local/demo.pids`, and is stopped on exit, on Ctrl-C and on SIGTERM.
 //!
 //! Usage: demo [demo|dev]. `dev` does the same set-up and connect, prints ready-to-paste curl
@@ -20,6 +21,7 @@ use shared::tenant::TenantId;
 use teleagent_tests::harness::workspace_root;
 use teleagent_tests::local::poller;
 use teleagent_tests::local::run::{self as local_run, ApiClient};
+use teleagent_tests::local::watch_round::{take_changes, watch_round};
 use tokio::io::AsyncBufReadExt;
 
 /// A started child and how to find it again.
@@ -155,7 +157,7 @@ async fn setup(procs: &mut Procs, t0: Instant) -> Result<Demo, DemoError> {
     step(
         t0,
         &format!(
-            "cargo lambda watch on http://127.0.0.1:{port}: compiling the five functions \
+            "cargo lambda watch on http://127.0.0.1:{port}: compiling the six functions \
              (the first time takes minutes on 2 cores; log: .local/watch.log)"
         ),
     );
@@ -579,6 +581,70 @@ impl Demo {
         Ok(out)
     }
 
+    /// Change watching: a manager junks one of the tenant's leads and takes it over in the
+    /// sandbox's manager console; one lead-watch round (the schedule's invocation, then the
+    /// watch queue's mapping, both through cargo lambda watch) puts the change on the
+    /// `lead.changed` queue, where TeleAgent's chat pipeline would read it.
+    async fn managers_change(&self) -> Result<(), DemoError> {
+        let base = format!("http://127.0.0.1:{}", self.port);
+        let sqs = self.sqs();
+        let watch = self.queue("WATCH_QUEUE_URL")?;
+        let changes = self.queue("LEAD_CHANGES_QUEUE_URL")?;
+        let ours = |all: Vec<(Value, String)>| -> Vec<Value> {
+            all.into_iter()
+                .map(|(e, _)| e)
+                .filter(|e| e["tenant_id"] == self.tenant.as_str())
+                .collect()
+        };
+        watch_round(&base, &sqs, &watch).await.map_err(err)?;
+        let first = ours(take_changes(&sqs, &changes).await.map_err(err)?);
+        step(
+            self.t0,
+            &format!(
+                "lead-watch round 1: {} change(s) (the connector's own writes are not echoed)",
+                first.len()
+            ),
+        );
+        let prefix = format!("{}:", self.tenant);
+        let leads = self.admin_get("leads").await?;
+        let Some(lead) = leads.as_array().into_iter().flatten().find(|l| {
+            l["ORIGIN_ID"]
+                .as_str()
+                .is_some_and(|o| o.starts_with(&prefix))
+        }) else {
+            return Err(err("no lead of the demo tenant to change"));
+        };
+        let id = lead["ID"].as_str().unwrap_or_default().to_owned();
+        self.admin_post(
+            &format!("leads/{id}/manager"),
+            json!({"fields": {"STATUS_ID": "JUNK", "ASSIGNED_BY_ID": "7"}}),
+        )
+        .await?;
+        step(
+            self.t0,
+            &format!(
+                "a manager junks lead #{id} ({}) and takes it over (sandbox manager console)",
+                lead["TITLE"].as_str().unwrap_or_default()
+            ),
+        );
+        watch_round(&base, &sqs, &watch).await.map_err(err)?;
+        let got = ours(take_changes(&sqs, &changes).await.map_err(err)?);
+        println!("\n=== lead.changed events (the outbound queue TeleAgent reads) ===");
+        if got.is_empty() {
+            println!("(none: see .local/watch.log)");
+        }
+        for e in &got {
+            println!("{}", serde_json::to_string_pretty(e).unwrap_or_default());
+        }
+        if got.len() != 1 {
+            return Err(err(format!(
+                "expected one lead.changed event, got {}",
+                got.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// `make dev`: everything a developer pastes next. A second sandbox token is issued so the
     /// connect line works as printed; lead-sync gets a ready SQS event for this tenant.
     async fn print_dev_lines(&self) -> Result<(), DemoError> {
@@ -635,6 +701,15 @@ impl Demo {
         }
         println!("# one lead event straight into lead-sync (an SQS event for this tenant):");
         invoke("lead-sync", &event_file);
+        println!("# a manager's change in the portal, then lead-watch's scheduled run (fan-out):");
+        println!(
+            "curl -s -X POST -H 'content-type: application/json' -d '{{\"fields\":{{\"STATUS_ID\":\"JUNK\"}}}}' {}/admin/leads/1/manager",
+            self.sandbox_url
+        );
+        invoke("lead-watch", &self.root.join("events/watch.json"));
+        println!(
+            "# (the work items wait on $WATCH_QUEUE_URL; `target/debug/sqs-poller --queue-url $WATCH_QUEUE_URL --function lead-watch --invoke {base}` delivers them; the changes arrive on $LEAD_CHANGES_QUEUE_URL)"
+        );
         println!(
             "curl -s {}/admin/leads   # the portal's leads",
             self.sandbox_url
@@ -675,6 +750,7 @@ async fn run(mode: &str, procs: &mut Procs) -> Result<(), DemoError> {
     );
     demo.wait_synced().await?;
     demo.report().await?;
+    demo.managers_change().await?;
     println!(
         "\n(done in {:.0} s; stopping everything)",
         t0.elapsed().as_secs_f64()

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// The five functions cargo lambda watch serves.
-pub const FUNCTIONS: [&str; 5] = [
+/// The six functions cargo lambda watch serves.
+pub const FUNCTIONS: [&str; 6] = [
     "bitrix-connect",
     "bitrix-test",
     "bitrix-disconnect",
     "bitrix-status",
     "lead-sync",
+    "lead-watch",
 ];
 
 /// A free loopback port (bound then released; fine for a local run).
@@ -154,8 +155,8 @@ impl ApiClient {
         ))
     }
 
-    /// Waits until all five functions are compiled and answer: the HTTP ones 401 without a JWT
-    /// (so the function itself ran), lead-sync an empty batch response. cargo lambda watch builds
+    /// Waits until all six functions are compiled and answer: the HTTP ones 401 without a JWT
+    /// (so the function itself ran), lead-sync and lead-watch an empty batch response. cargo lambda watch builds
     /// each function on its first request; on 2 cores the first time takes minutes.
     pub async fn wait_ready(
         &self,
@@ -165,7 +166,7 @@ impl ApiClient {
         let start = Instant::now();
         for f in FUNCTIONS {
             loop {
-                let ok = if f == "lead-sync" {
+                let ok = if f.starts_with("lead-") {
                     match self.invoke(f, &json!({"Records": []})).await {
                         Ok((200, v)) => v.get("batchItemFailures").is_some(),
                         _ => false,

@@ -21,6 +21,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/admin/leads", post(seed_lead).get(list_leads))
         .route("/admin/leads/{id}", get(get_lead))
         .route("/admin/leads/{id}/comments", get(lead_comments))
+        .route("/admin/leads/{id}/manager", post(manager_edit))
         .route("/admin/calls", get(calls))
         .route("/admin/calls/reset", post(reset_calls))
         .with_state(state)
@@ -95,6 +96,33 @@ async fn get_lead(AxState(s): AxState<Shared>, Path(id): Path<i64>) -> Response 
     match lock(&s).portal.lead_json(id) {
         Some(lead) => Json(lead).into_response(),
         None => (StatusCode::NOT_FOUND, Json(json!({"error": "NOT_FOUND"}))).into_response(),
+    }
+}
+
+/// The manager's console: `POST /admin/leads/{id}/manager {"fields": {...}, "manager_id"?}`
+/// changes a lead as a manager would in the portal (status, name, responsible user, ...).
+#[derive(Deserialize)]
+struct ManagerEdit {
+    fields: Value,
+    #[serde(default = "default_manager")]
+    manager_id: String,
+}
+
+fn default_manager() -> String {
+    super::MANAGER_ID.to_owned()
+}
+
+async fn manager_edit(
+    AxState(s): AxState<Shared>,
+    Path(id): Path<i64>,
+    Json(req): Json<ManagerEdit>,
+) -> Response {
+    match lock(&s)
+        .portal
+        .manager_edit(id, &req.manager_id, &req.fields)
+    {
+        Ok(lead) => Json(lead).into_response(),
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, Json(e.body())).into_response(),
     }
 }
 

@@ -362,7 +362,17 @@ fn handle_post(st: &mut State, headers: &HeaderMap, body: &[u8]) -> (Reply, &'st
                 Err(msg) => (rpc(rpc_error(&id, -32602, msg)), "rpc_error"),
             }
         }
-        "tools/call" => tools_call(st, &id, &params, admin),
+        "tools/call" => {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            st.calls
+                .tools_call_ms_by_token
+                .entry(token.clone())
+                .or_default()
+                .push(at);
+            tools_call(st, &id, &params, admin)
+        }
         _ => (rpc(rpc_error(&id, -32601, "Method not found")), "rpc_error"),
     }
 }

@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub use corpus::Catalogue;
+
+/// The user id the manager's console edits as (the token's own user is `1`).
+pub const MANAGER_ID: &str = "7";
 pub use faults::Faults;
 
 use bucket::LeakyBucket;
@@ -206,6 +209,9 @@ pub struct CallStats {
     /// "get_stream", "fault_5xx",
     /// "dropped".
     pub by_outcome: BTreeMap<String, u64>,
+    /// When each token's `tools/call` requests arrived (milliseconds since the Unix epoch), so a test can check every portal's calls against its rate budget.
+    #[serde(default)]
+    pub tools_call_ms_by_token: BTreeMap<String, Vec<u64>>,
 }
 
 impl CallStats {
@@ -348,6 +354,15 @@ impl Sandbox {
     /// A lead "created by someone else": no call counted, statuses not validated.
     pub fn seed_lead(&self, fields: serde_json::Value) -> i64 {
         lock(&self.state).portal.seed_lead(&fields)
+    }
+
+    /// A manager's edit in the portal (see the admin API's manager console): the lead as it is
+    /// afterwards, or `None` when it does not exist or a status is not in the portal's list.
+    pub fn manager_edit(&self, id: i64, fields: serde_json::Value) -> Option<serde_json::Value> {
+        lock(&self.state)
+            .portal
+            .manager_edit(id, MANAGER_ID, &fields)
+            .ok()
     }
 
     /// Every lead as `crm.lead.get` would return it, by id.

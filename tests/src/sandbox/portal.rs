@@ -319,6 +319,33 @@ impl Portal {
         self.insert_lead(fields)
     }
 
+    /// A manager's edit in the portal's UI (the admin API's manager console): the fields are
+    /// written as `crm.lead.update` would write them (statuses checked against the portal's
+    /// list), `DATE_MODIFY` moves and `MODIFY_BY_ID` names the manager. No call is counted: the
+    /// edit does not come through the MCP server. `Err` when the lead does not exist or a
+    /// status is not in the list.
+    pub(crate) fn manager_edit(
+        &mut self,
+        id: i64,
+        manager_id: &str,
+        fields: &Value,
+    ) -> Result<Value, RestError> {
+        let empty = Map::new();
+        let fields = fields.as_object().unwrap_or(&empty);
+        self.validate_statuses(fields)?;
+        let mut lead = self.leads.remove(&id).ok_or_else(RestError::not_found)?;
+        self.write_fields(&mut lead, fields);
+        lead.fields
+            .insert("DATE_MODIFY".to_owned(), Value::String(now_string()));
+        lead.fields.insert(
+            "MODIFY_BY_ID".to_owned(),
+            Value::String(manager_id.to_owned()),
+        );
+        let out = self.render(&lead);
+        self.leads.insert(id, lead);
+        Ok(out)
+    }
+
     pub(crate) fn all_leads(&self) -> Vec<Value> {
         self.leads.values().map(|l| self.render(l)).collect()
     }
@@ -701,7 +728,22 @@ impl Portal {
             } else {
                 return true;
             };
+            let is_date = LEAD_FIELDS
+                .iter()
+                .any(|f| f.0 == field && f.1 == "datetime");
             let hit = |have: &str, w: &str| -> bool {
+                // Bitrix24 compares datetimes as instants, whatever offset each side is written
+                // in (a portal answers in its own time zone; a client may filter in UTC).
+                if is_date && let (Some(h), Some(w)) = (parse_time(have), parse_time(w)) {
+                    return match op {
+                        "" | "=" | "@" | "!" => h == w,
+                        ">" => h > w,
+                        ">=" => h >= w,
+                        "<" => h < w,
+                        "<=" => h <= w,
+                        _ => false,
+                    };
+                }
                 let num = || Some((have.parse::<f64>().ok()?, w.parse::<f64>().ok()?));
                 match op {
                     "" | "=" | "@" | "!" => have == w,
@@ -1083,6 +1125,12 @@ fn digits(s: &str) -> String {
     main.chars().filter(char::is_ascii_digit).collect()
 }
 
+/// A datetime as Bitrix24 writes it (`2026-12-01T10:55:35+03:00`) or as a client may send
+/// it (RFC 3339, fractional seconds allowed).
+fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()
+}
+
 fn now_string() -> String {
     let fmt =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+00:00");
@@ -1152,6 +1200,76 @@ mod tests {
         assert_eq!(hit(&mut p, "998901234567"), json!({"LEAD": [1]}));
         assert_eq!(hit(&mut p, "+998901234567"), json!({"LEAD": [1]}));
         assert_eq!(hit(&mut p, "901234567"), json!([]));
+    }
+
+    #[test]
+    fn a_manager_edit_moves_date_modify_and_the_change_filter_finds_it() {
+        let mut p = portal();
+        let ours =
+            p.seed_lead(&json!({"ORIGINATOR_ID": "teleagent", "ORIGIN_ID": "t:c1", "NAME": "Ann"}));
+        let theirs = p.seed_lead(&json!({"NAME": "Bob"}));
+        for lead in [ours, theirs] {
+            p.leads
+                .get_mut(&lead)
+                .unwrap()
+                .fields
+                .insert("DATE_MODIFY".into(), json!("2026-01-01T10:00:00+03:00"));
+        }
+        let changed = |p: &mut Portal, since: &str| -> Vec<String> {
+            let ok = p
+                .execute(
+                    "crm.lead.list",
+                    &json!({"filter": {">=DATE_MODIFY": since, "ORIGINATOR_ID": "teleagent"},
+                            "order": {"DATE_MODIFY": "ASC", "ID": "ASC"},
+                            "select": ["ID", "NAME", "STATUS_ID", "ASSIGNED_BY_ID", "DATE_MODIFY"]}),
+                    false,
+                )
+                .unwrap();
+            ok.result
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["NAME"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+        // 10:00 at +03:00 is 07:00 UTC: compared as instants, not as text.
+        assert_eq!(
+            changed(&mut p, "2026-01-01T07:00:00Z"),
+            ["Ann"],
+            "same instant, UTC"
+        );
+        assert!(
+            changed(&mut p, "2026-01-01T07:00:01Z").is_empty(),
+            "a second later"
+        );
+        let edited = p
+            .manager_edit(
+                ours,
+                "7",
+                &json!({"STATUS_ID": "JUNK", "NAME": "Anna", "ASSIGNED_BY_ID": 7}),
+            )
+            .unwrap();
+        assert_eq!(edited["STATUS_ID"], "JUNK");
+        assert_eq!(edited["ASSIGNED_BY_ID"], "7");
+        assert_eq!(edited["MODIFY_BY_ID"], "7");
+        assert_eq!(
+            edited["STATUS_SEMANTIC_ID"], "F",
+            "JUNK is a failure status"
+        );
+        assert_eq!(
+            changed(&mut p, "2026-01-01T07:00:01Z"),
+            ["Anna"],
+            "DATE_MODIFY moved to now"
+        );
+        assert!(
+            p.manager_edit(ours, "7", &json!({"STATUS_ID": "NOPE"}))
+                .is_err(),
+            "a status the portal does not have"
+        );
+        assert!(
+            p.manager_edit(999, "7", &json!({"NAME": "x"})).is_err(),
+            "no such lead"
+        );
     }
 
     #[test]

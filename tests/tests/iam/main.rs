@@ -1,4 +1,4 @@
-//! Permissions checked by execution: the five real function binaries (and the chat pipeline's
+//! Permissions checked by execution: the six real function binaries (and the chat pipeline's
 //! producer, and the SQS event source mapping played by the poller) run against a moto_server
 //! of their own that enforces IAM, each with an IAM user whose only policy is that function's
 //! statements from `infra/template.yaml` (AuthMode hs256, so the sign-in secret's SSM grant is
@@ -14,7 +14,7 @@
 //! binary on a thread of its own whose runtime keeps serving the functions' Runtime APIs.
 //!
 //! A test binary of its own (not a module of `it`): cargo runs test binaries one after the
-//! other, so this suite's five processes and its burst never compete for the CPU with `it`'s
+//! other, so this suite's six processes and its burst never compete for the CPU with `it`'s
 //! timing-sensitive tests (the shared rate bucket's concurrent takers failed when they did).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the assertion
@@ -48,6 +48,9 @@ struct Stack {
     moto: IamMoto,
     queue_url: String,
     dlq_url: String,
+    /// lead-watch's work queue and the outbound lead changes queue.
+    watch_url: String,
+    changes_url: String,
     secret: String,
     arns: Arns,
     /// Per principal (function binary or the producer): its keys and resolved statements.
@@ -148,6 +151,15 @@ async fn start_stack() -> Result<
     let key_arn = key.arn.clone().ok_or("key without arn")?;
     let (queue_url, dlq_url) =
         poller::create_queue_pair(&aws.sqs, &format!("iam-{suffix}"), MAX_RECEIVE, 30).await?;
+    let watch_url =
+        teleagent_tests::harness::create_queue(&aws.sqs, &format!("iam-{suffix}-watch"), false)
+            .await?;
+    let changes_url = teleagent_tests::harness::create_queue(
+        &aws.sqs,
+        &format!("iam-{suffix}-changes.fifo"),
+        true,
+    )
+    .await?;
     let queue_arn = |url: &str| {
         format!(
             "arn:aws:sqs:{}:{}:{}",
@@ -194,6 +206,14 @@ async fn start_stack() -> Result<
             "DeadLetterQueue".to_owned(),
             physical(&dlq_url, &queue_arn(&dlq_url)),
         ),
+        (
+            "WatchQueue".to_owned(),
+            physical(&watch_url, &queue_arn(&watch_url)),
+        ),
+        (
+            "LeadChangesQueue".to_owned(),
+            physical(&changes_url, &queue_arn(&changes_url)),
+        ),
     ]);
     for (id, res) in t["Resources"].as_mapping().expect("Resources") {
         let id = id.as_str().unwrap_or_default();
@@ -224,6 +244,8 @@ async fn start_stack() -> Result<
         queues: HashMap::from([
             (queue_url.clone(), queue_arn(&queue_url)),
             (dlq_url.clone(), queue_arn(&dlq_url)),
+            (watch_url.clone(), queue_arn(&watch_url)),
+            (changes_url.clone(), queue_arn(&changes_url)),
         ]),
     };
 
@@ -299,7 +321,7 @@ async fn start_stack() -> Result<
     users.insert(PRODUCER.to_owned(), (keys, chat));
     if functions.len() != FUNCTIONS.len() {
         return Err(format!(
-            "expected the five functions, got {:?}",
+            "expected the six functions, got {:?}",
             functions.keys()
         ));
     }
@@ -324,6 +346,8 @@ async fn start_stack() -> Result<
             moto,
             queue_url,
             dlq_url,
+            watch_url,
+            changes_url,
             secret,
             arns,
             users,
@@ -331,6 +355,70 @@ async fn start_stack() -> Result<
         },
         std::sync::Arc::new(poller),
     ))
+}
+
+/// Invokes lead-watch's real binary; its JSON answer.
+async fn invoke_lead_watch(event: Value) -> Value {
+    let r = stack().functions["lead-watch"]
+        .api
+        .invoke(event, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("lead-watch: {e}"));
+    let InvocationResult::Response(resp) = r else {
+        panic!("lead-watch failed as a whole: {r:?}");
+    };
+    resp
+}
+
+/// One round of lead-watch as AWS runs it: the schedule's invocation fans out; the watch
+/// queue's event source mapping (with lead-watch's own role: receive, attributes, delete)
+/// hands the work items to the function. Returns this tenant's lead.changed events.
+async fn watch_round(w: &World) -> Vec<Value> {
+    let st = stack();
+    let fanned = invoke_lead_watch(json!({})).await;
+    assert!(
+        fanned["due"].as_u64().unwrap_or(0) >= 1,
+        "the tenant is due: {fanned}"
+    );
+    let esm = aws_sdk_sqs::Client::new(
+        &iam::sdk_config(&st.moto.endpoint, &st.users["lead-watch"].0).await,
+    );
+    esm.get_queue_attributes()
+        .queue_url(&st.watch_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
+        .send()
+        .await
+        .unwrap();
+    loop {
+        let batch = teleagent_tests::harness::receive_as_event(&esm, &st.watch_url).await;
+        if batch.records.is_empty() {
+            break;
+        }
+        let answer = invoke_lead_watch(serde_json::to_value(&batch).unwrap()).await;
+        assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+        for r in batch.records {
+            teleagent_tests::harness::delete_message(&esm, &st.watch_url, r.receipt_handle).await;
+        }
+    }
+    let mut mine = Vec::new();
+    loop {
+        let got = teleagent_tests::harness::receive_as_event(&w.admin_sqs, &st.changes_url).await;
+        if got.records.is_empty() {
+            return mine;
+        }
+        for r in got.records {
+            let ev: Value = serde_json::from_str(r.body.as_deref().unwrap_or("{}")).unwrap();
+            if ev["tenant_id"] == w.tenant.as_str() {
+                mine.push(ev);
+            }
+            teleagent_tests::harness::delete_message(
+                &w.admin_sqs,
+                &st.changes_url,
+                r.receipt_handle,
+            )
+            .await;
+        }
+    }
 }
 
 /// One test's tenant, sandbox portal and clients (the producer with the chat pipeline's keys).
@@ -493,6 +581,25 @@ async fn each_function_uses_exactly_its_template_permissions() {
         || w.portal_text().contains("iam first note"),
     )
     .await;
+
+    // lead-watch: a manager renames the lead in the portal; one round later the change is on
+    // the changes queue, with the name before and after.
+    let lead: i64 = w
+        .sandbox
+        .leads()
+        .iter()
+        .find_map(|l| l["ID"].as_str().and_then(|id| id.parse().ok()))
+        .expect("the first lead");
+    w.sandbox
+        .manager_edit(lead, json!({"NAME": "Renamed by a manager"}))
+        .expect("the manager's edit");
+    let changes = watch_round(&w).await;
+    assert_eq!(changes.len(), 1, "one change: {changes:?}");
+    assert_eq!(
+        changes[0]["changes"]["name"],
+        json!({"from": "Name tg:1", "to": "Renamed by a manager"}),
+        "{changes:?}"
+    );
 
     // lead-sync: an invalid event goes to the dead-letter queue.
     let mut bad = w.event("tg:2", 1, "invalid").to_value();
@@ -685,7 +792,7 @@ async fn each_function_uses_exactly_its_template_permissions() {
     assert_eq!(
         principals.len(),
         FUNCTIONS.len() + 1,
-        "five functions and the producer"
+        "six functions and the producer"
     );
 }
 

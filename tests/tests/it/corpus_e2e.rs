@@ -58,6 +58,10 @@ async fn three_events_land(case: Case) {
         Some(c) => c.name().to_owned(),
         None => format!("{:?}", case.cfg.shape),
     };
+    let watchable = !matches!(
+        case.cfg.catalogue,
+        Some(Catalogue::AaBlinov | Catalogue::Leosozza)
+    );
     let w = world(case.cfg).await;
     // The portal's own lead, its phone typed the way a person would.
     let seeded = w.sandbox.seed_lead(json!({
@@ -67,6 +71,20 @@ async fn three_events_land(case: Case) {
     let (code, v) = w.connect(&w.sandbox.issue_token(true)).await;
     assert_eq!(code, 200, "{label}: connect: {v}");
     assert_eq!(v["success"], true, "{label}: connect: {v}");
+    // Whether managers' changes can flow back (the corpus's expected.json says which servers'
+    // lead lists filter and sort): connect says so in words when they cannot.
+    assert_eq!(
+        v.get("notice").is_none(),
+        watchable,
+        "{label}: connect's notice on change watching: {v}"
+    );
+    if !watchable {
+        let notice = v["notice"].as_str().unwrap_or_default();
+        assert!(
+            notice.contains("will not reach TeleAgent"),
+            "{label}: {notice}"
+        );
+    }
     let long_poll = Duration::from_secs(
         PollerOptions::default()
             .wait_time_secs

@@ -1,4 +1,4 @@
-//! End to end through the real function binaries: `cargo lambda watch` serves the five functions
+//! End to end through the real function binaries: `cargo lambda watch` serves the six functions
 //! (debug builds), the in-process poller plays the SQS event source mapping, the sandbox plays the
 //! portal, moto_server plays AWS. The HTTP API is called through watch's function URLs with a
 //! locally signed HS256 JWT.
@@ -30,6 +30,8 @@ pub(crate) struct Stack {
     pub(crate) secret: String,
     pub(crate) queue_url: String,
     pub(crate) dlq_url: String,
+    pub(crate) changes_url: String,
+    pub(crate) watch_url: String,
 }
 
 pub(crate) fn stack() -> &'static Stack {
@@ -70,6 +72,15 @@ async fn start_stack() -> Result<Stack, String> {
         .key_id;
     let (queue_url, dlq_url) =
         poller::create_queue_pair(&clients.sqs, &format!("e2e-{suffix}"), MAX_RECEIVE, 30).await?;
+    let changes_url = teleagent_tests::harness::create_queue(
+        &clients.sqs,
+        &format!("e2e-{suffix}-changes.fifo"),
+        true,
+    )
+    .await?;
+    let watch_url =
+        teleagent_tests::harness::create_queue(&clients.sqs, &format!("e2e-{suffix}-watch"), false)
+            .await?;
     let secret = format!("e2e-secret-{suffix}");
     let env: HashMap<String, String> = [
         ("AWS_ENDPOINT_URL", harness::moto_endpoint().to_owned()),
@@ -80,6 +91,8 @@ async fn start_stack() -> Result<Stack, String> {
         ("KMS_KEY_ID", key_id),
         ("LEAD_QUEUE_URL", queue_url.clone()),
         ("DEAD_LETTER_QUEUE_URL", dlq_url.clone()),
+        ("LEAD_CHANGES_QUEUE_URL", changes_url.clone()),
+        ("WATCH_QUEUE_URL", watch_url.clone()),
         ("LEAD_QUEUE_MAX_RECEIVE_COUNT", MAX_RECEIVE.to_string()),
         ("JWT_HS256_SECRET", secret.clone()),
         ("MCP_ALLOW_LOOPBACK", "true".into()),
@@ -128,6 +141,8 @@ async fn start_stack() -> Result<Stack, String> {
         secret,
         queue_url,
         dlq_url,
+        changes_url,
+        watch_url,
     })
 }
 
@@ -520,5 +535,110 @@ async fn a_rate_limit_storm_and_a_revoked_token_lose_nothing() {
     assert!(
         ours.values().all(|l| l.len() == 1),
         "no duplicate lead after replay"
+    );
+}
+
+/// The issue's end to end: a manager junks one lead and renames another in the portal; within
+/// one watch round (the schedule's invocation of the real lead-watch, then its queue's mapping)
+/// each change is on the outbound queue once, with old and new values; the connector's own
+/// updates produce nothing there; the next inbound event leaves the manager's name alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managers_changes_come_back_through_lead_watch() {
+    use teleagent_tests::local::watch_round::{take_changes, watch_round};
+    let st = stack();
+    let w = world(SandboxConfig::default()).await;
+    let (code, v) = w.connect(&w.sandbox.issue_token(true)).await;
+    assert_eq!(code, 200, "connect: {v}");
+    assert!(
+        v.get("notice").is_none(),
+        "the sandbox's list can be watched: {v}"
+    );
+    assert_eq!(w.status().await["last_watch_at"], Value::Null);
+    let mut ann = w.event("tg:1", 0, 40, "first", "+998901110001");
+    ann.lead.status = Some(shared::events::LeadStatus::Contacted);
+    let bob = w.event("tg:2", 1, 40, "first", "+998901110002");
+    w.producer.send(&ann).await.unwrap();
+    w.producer.send(&bob).await.unwrap();
+    wait_until("both leads", Duration::from_secs(60), || {
+        w.leads_by_customer().len() == 2
+    })
+    .await;
+    let mine = |changes: Vec<(Value, String)>| -> Vec<(Value, String)> {
+        changes
+            .into_iter()
+            .filter(|(e, _)| e["tenant_id"] == w.tenant.as_str())
+            .collect()
+    };
+    watch_round(&st.base, &w.sqs, &st.watch_url).await.unwrap();
+    assert!(
+        mine(take_changes(&w.sqs, &st.changes_url).await.unwrap()).is_empty(),
+        "the connector's own leads are not changes"
+    );
+
+    let id = |c: &str| -> i64 {
+        w.leads_by_customer()[c][0]["ID"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    w.sandbox
+        .manager_edit(id("tg:1"), json!({"STATUS_ID": "JUNK"}))
+        .unwrap();
+    w.sandbox
+        .manager_edit(id("tg:2"), json!({"NAME": "Bobur"}))
+        .unwrap();
+    watch_round(&st.base, &w.sqs, &st.watch_url).await.unwrap();
+    let mut got = mine(take_changes(&w.sqs, &st.changes_url).await.unwrap());
+    got.sort_by_key(|(e, _)| e["customer_id"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(got.len(), 2, "each change once: {got:?}");
+    assert_eq!(
+        got[0].1,
+        format!("{}:tg:1", w.tenant),
+        "one group per tenant and customer"
+    );
+    assert_eq!(
+        got[0].0["changes"],
+        json!({"status": {"from": "IN_PROCESS", "to": "JUNK", "stage": "lost"}}),
+    );
+    assert_eq!(
+        got[1].0["changes"],
+        json!({"name": {"from": "Name tg:2", "to": "Bobur"}}),
+    );
+    assert_ne!(
+        w.status().await["last_watch_at"],
+        Value::Null,
+        "status shows the watch"
+    );
+
+    // The next inbound events: the manager's name and status stay, the score moves on, and
+    // the connector's own update is not echoed back.
+    let mut again = w.event("tg:2", 2, 90, "second", "+998901110002");
+    again.customer.name = Some("Name tg:2".into());
+    w.producer.send(&again).await.unwrap();
+    let mut won = w.event("tg:1", 3, 95, "second", "+998901110001");
+    won.lead.status = Some(shared::events::LeadStatus::Won);
+    w.producer.send(&won).await.unwrap();
+    wait_until("the second events synced", Duration::from_secs(60), || {
+        let leads = w.leads_by_customer();
+        leads["tg:1"][0]["COMMENTS"].as_str().is_some()
+            && w.lead_text(&leads["tg:2"][0]).contains("second")
+            && w.lead_text(&leads["tg:1"][0]).contains("second")
+    })
+    .await;
+    let leads = w.leads_by_customer();
+    assert_eq!(
+        leads["tg:2"][0]["NAME"], "Bobur",
+        "the manager's name stays"
+    );
+    assert_eq!(
+        leads["tg:1"][0]["STATUS_ID"], "JUNK",
+        "the manager's junk stays"
+    );
+    watch_round(&st.base, &w.sqs, &st.watch_url).await.unwrap();
+    let after = mine(take_changes(&w.sqs, &st.changes_url).await.unwrap());
+    assert!(
+        after.is_empty(),
+        "the connector's own updates produce nothing: {after:?}"
     );
 }

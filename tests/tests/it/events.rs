@@ -385,3 +385,75 @@ async fn producer_reports_an_unreachable_queue_as_a_send_error() {
         other => panic!("expected Send error, got {other:?}"),
     }
 }
+
+/// The outbound contract: what `shared::events::LeadChanged` writes is what
+/// `events/lead-changed.v1.schema.json` promises the Python consumer, and the schema refuses
+/// what the type could never write.
+#[test]
+fn lead_changed_events_match_their_json_schema() {
+    use shared::events::{Change, Changes, LeadChanged, Stage, StatusChange};
+    let schema: Value = serde_json::from_str(&read("events/lead-changed.v1.schema.json")).unwrap();
+    assert!(
+        jsonschema::meta::is_valid(&schema),
+        "not a valid JSON Schema"
+    );
+    let v = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let at = time::OffsetDateTime::now_utc();
+    let ev = LeadChanged {
+        version: 1,
+        kind: "lead.changed".into(),
+        event_id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: uuid::Uuid::new_v4().to_string(),
+        customer_id: "tg:123".into(),
+        lead_id: 42,
+        modified_at: at,
+        observed_at: at,
+        changes: Changes {
+            status: Some(StatusChange {
+                from: Some("IN_PROCESS".into()),
+                to: Some("JUNK".into()),
+                stage: Stage::Lost,
+            }),
+            name: Some(Change {
+                from: Some("Ann".into()),
+                to: None,
+            }),
+            assigned_by_id: Some(Change {
+                from: Some("1".into()),
+                to: Some("7".into()),
+            }),
+            ..Changes::default()
+        },
+    };
+    let sample: Value = serde_json::from_str(&read("events/lead-changed.sample.json")).unwrap();
+    assert!(v.is_valid(&sample), "the sample follows the schema");
+    let typed: LeadChanged = serde_json::from_value(sample).unwrap();
+    assert_eq!(typed.changes.status.unwrap().stage, Stage::Lost);
+    let written = serde_json::to_value(&ev).unwrap();
+    let errors: Vec<String> = v.iter_errors(&written).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?} in {written}");
+    let back: LeadChanged = serde_json::from_value(written.clone()).unwrap();
+    assert_eq!(back, ev, "the consumer's view reads back as written");
+    for (patch, why) in [
+        (json!({"changes": {}}), "no change at all"),
+        (json!({"type": "lead.created"}), "another type"),
+        (
+            json!({"changes": {"status": {"from": "NEW", "to": "JUNK", "stage": "junk"}}}),
+            "a stage outside TeleAgent's words",
+        ),
+        (
+            json!({"changes": {"title": {"from": "a", "to": "b"}}}),
+            "a field the contract does not report",
+        ),
+        (json!({"lead_id": "42"}), "the lead id as text"),
+    ] {
+        let mut bad = written.clone();
+        for (k, val) in patch.as_object().unwrap() {
+            bad[k] = val.clone();
+        }
+        assert!(!v.is_valid(&bad), "the schema accepts {why}");
+    }
+}

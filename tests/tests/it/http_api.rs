@@ -305,7 +305,8 @@ async fn connect_test_status_disconnect_round_trip_without_leaking_the_token() {
     assert_eq!(
         before.body,
         json!({"connected": false, "mcp_url": null, "connected_at": null, "last_sync_at": null,
-               "sync_status": null, "last_error": null, "parked_events": null}),
+               "sync_status": null, "last_error": null, "parked_events": null,
+               "last_watch_at": null}),
         "nulls before any connect"
     );
 

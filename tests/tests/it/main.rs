@@ -16,3 +16,4 @@ mod store;
 mod sync;
 mod template;
 mod vault;
+mod watch;

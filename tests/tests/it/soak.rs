@@ -1,5 +1,5 @@
 //! The short soak (`make test`): the `soak` command scaled down (2 tenants, 10 customers, 40 events
-//! + 2 invalid, 10 % AWS and Bitrix24 faults, one short portal outage, one token revoked
+//! and 2 invalid ones, 10 % AWS and Bitrix24 faults, one short portal outage, one token revoked
 //! and reconnected) through the real debug `lead-sync` and `bitrix-connect` binaries. The full run
 //! is `make soak`. The command does the checking; this test asserts its exit status and the
 //! figures of its report.

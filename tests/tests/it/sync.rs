@@ -21,7 +21,7 @@ use teleagent_tests::harness::TestEnv;
 use teleagent_tests::sandbox::{Sandbox, SandboxConfig, ToolShape};
 
 /// A portal that will not throttle us (our own budget is generous too), so tests are fast.
-fn fast_portal(shape: ToolShape) -> SandboxConfig {
+pub(crate) fn fast_portal(shape: ToolShape) -> SandboxConfig {
     SandboxConfig {
         shape,
         bucket_rate_per_sec: 1000.0,
@@ -33,13 +33,13 @@ fn fast_portal(shape: ToolShape) -> SandboxConfig {
     }
 }
 
-struct Rig {
-    env: TestEnv,
-    cfg: Config,
-    sandbox: Sandbox,
-    store: Store,
-    vault: Vault,
-    mcp: McpClient,
+pub(crate) struct Rig {
+    pub(crate) env: TestEnv,
+    pub(crate) cfg: Config,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) store: Store,
+    pub(crate) vault: Vault,
+    pub(crate) mcp: McpClient,
 }
 
 impl Rig {
@@ -54,7 +54,7 @@ impl Rig {
         .unwrap()
     }
 
-    async fn new(portal: SandboxConfig) -> Self {
+    pub(crate) async fn new(portal: SandboxConfig) -> Self {
         let env = TestEnv::new().await;
         let cfg = env.config_with(&[("MCP_ALLOW_LOOPBACK", "true")]);
         let sandbox = Sandbox::start(portal).await;
@@ -72,7 +72,7 @@ impl Rig {
     }
 
     /// A lead-sync container: its own engine (and caches) over the same table and key.
-    fn engine(&self) -> SyncEngine {
+    pub(crate) fn engine(&self) -> SyncEngine {
         SyncEngine::new(
             &self.cfg,
             self.store.clone(),
@@ -82,7 +82,7 @@ impl Rig {
     }
 
     /// What the connect handler does: live check, encrypt, store (then the caller may replay).
-    async fn connect(&self, t: &TenantId, token: &str, rate: RateParams) {
+    pub(crate) async fn connect(&self, t: &TenantId, token: &str, rate: RateParams) {
         let url = UrlGuard::from_config(&self.cfg)
             .check(Some(&self.sandbox.mcp_url()))
             .unwrap();
@@ -115,7 +115,7 @@ impl Rig {
             .unwrap();
     }
 
-    fn leads_of(&self, t: &TenantId) -> Vec<Value> {
+    pub(crate) fn leads_of(&self, t: &TenantId) -> Vec<Value> {
         let prefix = format!("{t}:");
         self.sandbox
             .leads()
@@ -129,22 +129,22 @@ impl Rig {
     }
 }
 
-fn fast_rate() -> RateParams {
+pub(crate) fn fast_rate() -> RateParams {
     RateParams {
         per_sec: 1000.0,
         burst: 1000.0,
     }
 }
 
-fn tenant() -> TenantId {
+pub(crate) fn tenant() -> TenantId {
     TenantId::parse(&uuid::Uuid::new_v4().to_string()).unwrap()
 }
 
-fn event(t: &TenantId, customer: &str, score: u8) -> LeadEvent {
+pub(crate) fn event(t: &TenantId, customer: &str, score: u8) -> LeadEvent {
     LeadEvent::new(t.clone(), customer, score)
 }
 
-async fn handle(engine: &SyncEngine, ev: &LeadEvent) -> Outcome {
+pub(crate) async fn handle(engine: &SyncEngine, ev: &LeadEvent) -> Outcome {
     engine.handle(ev, &ev.to_json(), 1, None).await
 }
 

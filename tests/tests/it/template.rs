@@ -100,7 +100,7 @@ fn strings(v: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// The five Lambda functions, by the cargo binary each one is built from.
+/// The six Lambda functions, by the cargo binary each one is built from.
 fn functions(t: &Value) -> BTreeMap<String, String> {
     resource_ids_of_type(t, "AWS::Serverless::Function")
         .into_iter()
@@ -127,12 +127,13 @@ const HTTP_FUNCTIONS: [&str; 4] = [
     "bitrix-disconnect",
     "bitrix-status",
 ];
-const ALL_FUNCTIONS: [&str; 5] = [
+const ALL_FUNCTIONS: [&str; 6] = [
     "bitrix-connect",
     "bitrix-test",
     "bitrix-disconnect",
     "bitrix-status",
     "lead-sync",
+    "lead-watch",
 ];
 
 /// Every allowed statement in the policies attached to the function's role (its inline
@@ -271,7 +272,7 @@ fn each_role_has_exactly_the_actions_its_function_needs_in(mode: &str, t: &Value
         s.extend(extra.iter().map(|e| (*e).to_owned()));
         s
     };
-    let rows: [(&str, BTreeSet<String>, &str); 5] = [
+    let rows: [(&str, BTreeSet<String>, &str); 6] = [
         (
             "bitrix-connect",
             http(table_rw(
@@ -326,6 +327,23 @@ fn each_role_has_exactly_the_actions_its_function_needs_in(mode: &str, t: &Value
                 "logs:PutLogEvents@LeadSyncLogGroup",
             ]),
             "consumes the lead queue, re-queues waiting events, replays parked ones, dead-letters invalid ones, decrypts",
+        ),
+        (
+            "lead-watch",
+            set(&[
+                "dynamodb:GetItem@Table",
+                "dynamodb:UpdateItem@Table",
+                "dynamodb:Query@${Table.Arn}/index/watch",
+                "kms:Decrypt@TokenKey",
+                "sqs:SendMessage@WatchQueue",
+                "sqs:ReceiveMessage@WatchQueue",
+                "sqs:DeleteMessage@WatchQueue",
+                "sqs:GetQueueAttributes@WatchQueue",
+                "sqs:SendMessage@LeadChangesQueue",
+                "logs:CreateLogStream@LeadWatchLogGroup",
+                "logs:PutLogEvents@LeadWatchLogGroup",
+            ]),
+            "queries the watch index, feeds and consumes its work queue, reads links and moves cursors, decrypts, publishes changes; never puts or deletes an item",
         ),
     ];
     for (bin, want, why) in rows {
@@ -510,6 +528,7 @@ fn key_policy_keeps_an_administrator_and_grants_use_only_to_the_right_roles_with
         ("ConnectRole", set(&["kms:Encrypt"])),
         ("TestRole", set(&["kms:Decrypt"])),
         ("LeadSyncRole", set(&["kms:Decrypt"])),
+        ("LeadWatchRole", set(&["kms:Decrypt"])),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -565,8 +584,14 @@ fn lead_queue_visibility_redrive_and_event_source_fit_the_consumer() {
         assert!(sse, "{name} is encrypted at rest");
     }
 
-    let esms = resource_ids_of_type(&t, "AWS::Lambda::EventSourceMapping");
-    assert_eq!(esms.len(), 1, "one event source mapping");
+    let esms: Vec<String> = resource_ids_of_type(&t, "AWS::Lambda::EventSourceMapping")
+        .into_iter()
+        .filter(|m| {
+            target(&t["Resources"][m.as_str()]["Properties"]["EventSourceArn"]).as_deref()
+                == Some("LeadQueue")
+        })
+        .collect();
+    assert_eq!(esms.len(), 1, "one event source mapping on the lead queue");
     let esm = resource(&t, &esms[0]);
     let e = &esm["Properties"];
     assert_eq!(target(&e["EventSourceArn"]).as_deref(), Some("LeadQueue"));
@@ -1063,4 +1088,110 @@ fn alarms_and_the_dashboard_read_the_metrics_the_code_writes() {
     );
     let missing: Vec<&String> = all.difference(&shown).collect();
     assert!(missing.is_empty(), "the dashboard lacks {missing:?}");
+}
+
+/// lead-watch's triggers: a schedule whose period is the template parameter, invoking the
+/// function through a role that may do only that; the watch queue's mapping with partial batch
+/// responses; every queue it uses has a dead-letter queue.
+#[test]
+fn lead_watch_runs_on_a_schedule_and_its_queues_have_dead_letter_queues() {
+    let t = template();
+    let id = functions(&t).remove("lead-watch").expect("lead-watch");
+    let schedules = resource_ids_of_type(&t, "AWS::Scheduler::Schedule");
+    assert_eq!(schedules.len(), 1, "one schedule");
+    let sched = &resource(&t, &schedules[0])["Properties"];
+    assert_eq!(
+        target(&sched["Target"]["Arn"]).as_deref(),
+        Some(id.as_str())
+    );
+    let expr = serde_yaml::to_string(&sched["ScheduleExpression"]).unwrap();
+    assert!(
+        expr.contains("rate(1 minute)"),
+        "every minute by default: {expr}"
+    );
+    let mut five = MODES[0].1.to_vec();
+    five.push(("WatchPeriodMinutes", "5"));
+    let other = cfn::template_for(&five);
+    let sched5 = &other["Resources"][schedules[0].as_str()]["Properties"]["ScheduleExpression"];
+    assert!(
+        serde_yaml::to_string(sched5)
+            .unwrap()
+            .contains("rate(${WatchPeriodMinutes} minutes)"),
+        "the period is the template parameter: {sched5:?}"
+    );
+    assert_eq!(
+        t["Parameters"]["WatchPeriodMinutes"]["Default"].as_i64(),
+        Some(1)
+    );
+    let role = target(&sched["Target"]["RoleArn"]).expect("the schedule's role");
+    let role = resource(&t, &role);
+    assert_eq!(
+        role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"]
+            .as_str(),
+        Some("scheduler.amazonaws.com")
+    );
+    let statements: Vec<Value> = list(&role["Properties"]["Policies"])
+        .iter()
+        .flat_map(|p| list(&p["PolicyDocument"]["Statement"]))
+        .collect();
+    assert_eq!(statements.len(), 1, "the scheduler role may do one thing");
+    assert_eq!(
+        statements[0]["Action"].as_str(),
+        Some("lambda:InvokeFunction")
+    );
+    assert_eq!(
+        target(&statements[0]["Resource"]).as_deref(),
+        Some(id.as_str())
+    );
+
+    let mappings: Vec<&Value> = resource_ids_of_type(&t, "AWS::Lambda::EventSourceMapping")
+        .iter()
+        .map(|m| &t["Resources"][m.as_str()]["Properties"])
+        .filter(|p| target(&p["FunctionName"]).as_deref() == Some(id.as_str()))
+        .collect();
+    assert_eq!(mappings.len(), 1, "one mapping drives lead-watch");
+    assert_eq!(
+        target(&mappings[0]["EventSourceArn"]).as_deref(),
+        Some("WatchQueue")
+    );
+    assert_eq!(
+        strings(&mappings[0]["FunctionResponseTypes"]),
+        set(&["ReportBatchItemFailures"])
+    );
+    let timeout = resource(&t, &id)["Properties"]["Timeout"].as_i64().unwrap();
+    for (queue, dlq, fifo) in [
+        ("WatchQueue", "WatchDeadLetterQueue", false),
+        ("LeadChangesQueue", "LeadChangesDeadLetterQueue", true),
+    ] {
+        let q = &resource(&t, queue)["Properties"];
+        assert_eq!(
+            target(&q["RedrivePolicy"]["deadLetterTargetArn"]).as_deref(),
+            Some(dlq),
+            "{queue} has a dead-letter queue"
+        );
+        assert_eq!(q["FifoQueue"].as_bool().unwrap_or(false), fifo, "{queue}");
+        assert_eq!(
+            resource(&t, dlq)["Properties"]["FifoQueue"]
+                .as_bool()
+                .unwrap_or(false),
+            fifo,
+            "{dlq} is of its queue's kind"
+        );
+    }
+    let visibility = resource(&t, "WatchQueue")["Properties"]["VisibilityTimeout"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        visibility >= 6 * timeout,
+        "watch queue visibility {visibility} vs timeout {timeout}"
+    );
+    let env = &resource(&t, &id)["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        target(&env["WATCH_QUEUE_URL"]).as_deref(),
+        Some("WatchQueue")
+    );
+    assert_eq!(
+        target(&env["LEAD_CHANGES_QUEUE_URL"]).as_deref(),
+        Some("LeadChangesQueue")
+    );
 }
