@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use serde_json::Value;
@@ -112,31 +111,101 @@ pub fn tenant_from_hs256(
     claim: &str,
     rules: &Hs256Rules<'_>,
 ) -> Result<TenantId, AuthError> {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = LEEWAY_SECS;
-    validation.validate_exp = true;
-    validation.validate_nbf = true;
-    let mut required = vec!["exp"];
-    if let Some(iss) = rules.issuer {
-        validation.set_issuer(&[iss]);
-        required.push("iss");
-    }
-    if rules.audience.is_empty() {
-        // Without JWT_AUDIENCE an `aud` claim (Supabase sends "authenticated") is not checked.
-        validation.validate_aud = false;
-    } else {
-        validation.set_audience(rules.audience);
-        required.push("aud");
-    }
-    validation.set_required_spec_claims(&required);
-    let data = jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(secret), &validation)
-        .map_err(|e| AuthError::InvalidToken {
-            kind: format!("{:?}", e.kind()),
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims =
+        hs256::verify(token, secret, now, rules).map_err(|kind| AuthError::InvalidToken {
+            kind: kind.to_owned(),
         })?;
-    let raw = claim_from_value(&data.claims, claim).ok_or_else(|| AuthError::NoTenantClaim {
+    let raw = claim_from_value(&claims, claim).ok_or_else(|| AuthError::NoTenantClaim {
         claim: claim.to_owned(),
     })?;
     TenantId::parse(&raw).map_err(|_| AuthError::BadTenant)
+}
+
+/// HS256 JWT verification with the HMAC of the crypto library the TLS stack already links
+/// (aws-lc): one algorithm is all this API accepts, so a multi-algorithm JWT crate (and the RSA,
+/// EC and PEM code it links) is not needed. Errors are a short kind, never the token.
+mod hs256 {
+    use aws_lc_rs::hmac;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::Value;
+
+    use super::{Hs256Rules, LEEWAY_SECS};
+
+    fn part(b64: &str) -> Result<Vec<u8>, &'static str> {
+        URL_SAFE_NO_PAD.decode(b64).map_err(|_| "InvalidBase64")
+    }
+
+    fn object(bytes: &[u8]) -> Result<Value, &'static str> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(v @ Value::Object(_)) => Ok(v),
+            _ => Err("InvalidJson"),
+        }
+    }
+
+    /// A numeric date claim (seconds since the epoch; JSON numbers may carry a fraction).
+    fn seconds(v: &Value) -> Option<i64> {
+        v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))
+    }
+
+    /// The claims of a valid token at `now`, else why not.
+    pub(super) fn verify(
+        token: &str,
+        secret: &[u8],
+        now: i64,
+        rules: &Hs256Rules<'_>,
+    ) -> Result<Value, &'static str> {
+        let mut it = token.split('.');
+        let (Some(h), Some(p), Some(sig), None) = (it.next(), it.next(), it.next(), it.next())
+        else {
+            return Err("InvalidToken");
+        };
+        let header = object(&part(h)?)?;
+        if header.get("alg").and_then(Value::as_str) != Some("HS256") {
+            return Err("InvalidAlgorithm");
+        }
+        if header.get("crit").is_some() {
+            return Err("InvalidToken"); // extensions this verifier does not know
+        }
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let signed = &token[..h.len() + 1 + p.len()];
+        hmac::verify(&key, signed.as_bytes(), &part(sig)?).map_err(|_| "InvalidSignature")?;
+        let claims = object(&part(p)?)?;
+        let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+        match claims.get("exp").map(seconds) {
+            None => return Err("MissingRequiredClaim(exp)"),
+            Some(None) => return Err("InvalidClaimFormat(exp)"),
+            Some(Some(exp)) if now > exp.saturating_add(leeway) => {
+                return Err("ExpiredSignature");
+            }
+            Some(Some(_)) => {}
+        }
+        match claims.get("nbf").map(seconds) {
+            Some(None) => return Err("InvalidClaimFormat(nbf)"),
+            Some(Some(nbf)) if now.saturating_add(leeway) < nbf => {
+                return Err("ImmatureSignature");
+            }
+            _ => {}
+        }
+        if let Some(iss) = rules.issuer
+            && claims.get("iss").and_then(Value::as_str) != Some(iss)
+        {
+            return Err("InvalidIssuer");
+        }
+        if !rules.audience.is_empty() {
+            let listed = |a: &str| rules.audience.iter().any(|w| w == a);
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => listed(a),
+                Some(Value::Array(all)) => all.iter().filter_map(Value::as_str).any(listed),
+                _ => false,
+            };
+            if !ok {
+                return Err("InvalidAudience");
+            }
+        }
+        Ok(claims)
+    }
 }
 
 /// Follows a dotted path (`app_metadata.tenant_id`) through JSON claims; a string or number leaf.
@@ -170,7 +239,7 @@ fn leaf(v: &Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use jsonwebtoken::{EncodingKey, Header, encode};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
     use serde_json::json;
 
     use super::*;
@@ -355,6 +424,77 @@ mod tests {
             tenant_from_hs256(&token, SECRET, "tenant_id", &Hs256Rules::default()),
             Err(AuthError::InvalidToken { .. })
         ));
+    }
+
+    /// The shapes a hand-made verifier gets wrong: a payload swapped under a valid signature,
+    /// extra segments, a header extension it does not know, a fractional `exp`, an `aud` list.
+    #[test]
+    fn tampered_and_odd_tokens() {
+        let t = now();
+        let b64 = |v: &Value| base64_url(v.to_string().as_bytes());
+        let good = sign(
+            json!({"tenant_id": "t-1", "exp": t + 60}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        let parts: Vec<&str> = good.split('.').collect();
+        let swapped = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&json!({"tenant_id": "t-9", "exp": t + 60})),
+            parts[2]
+        );
+        let refused = |token: &str, rules: &Hs256Rules<'_>| {
+            matches!(
+                tenant_from_hs256(token, SECRET, "tenant_id", rules),
+                Err(AuthError::InvalidToken { .. })
+            )
+        };
+        let none = Hs256Rules::default();
+        assert!(refused(&swapped, &none), "payload swapped");
+        assert!(refused(&format!("{good}.x"), &none), "four segments");
+        assert!(refused(&parts[..2].join("."), &none), "two segments");
+        assert!(
+            refused(&format!("{}.{}.", parts[0], parts[1]), &none),
+            "no signature"
+        );
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp".into()]);
+        let crit = encode(
+            &header,
+            &json!({"tenant_id": "t-1", "exp": t + 60}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert!(refused(&crit, &none), "unknown critical header extension");
+        let fractional = sign(
+            json!({"tenant_id": "t-1", "exp": (t + 60) as f64 + 0.5}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(
+            tenant_from_hs256(&fractional, SECRET, "tenant_id", &none)
+                .unwrap()
+                .as_str(),
+            "t-1"
+        );
+        let aud = vec!["authenticated".to_owned()];
+        let rules = Hs256Rules {
+            issuer: None,
+            audience: &aud,
+        };
+        let listed = sign(
+            json!({"tenant_id": "t-1", "exp": t + 60, "aud": ["x", "authenticated"]}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(tenant_from_hs256(&listed, SECRET, "tenant_id", &rules).is_ok());
+        let other = sign(
+            json!({"tenant_id": "t-1", "exp": t + 60, "aud": ["x"]}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(refused(&other, &rules), "audience not listed");
     }
 
     fn base64_url(bytes: &[u8]) -> String {
