@@ -881,6 +881,70 @@ fn fmt_bytes(v: Option<u64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// One figure beside the reference it improves on and its target (issue: cost and speed).
+fn target_line(figure: &str, value: Option<f64>, unit: &str, reference: &str, limit: f64) -> Value {
+    let verdict = match value {
+        Some(v) if v <= limit => "met",
+        Some(_) => "MISSED",
+        None => "not measured",
+    };
+    let shown = value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}{unit}"));
+    eprintln!(
+        "  {figure:<44} {shown:>10}   reference {reference:<22} target <= {limit}{unit}  {verdict}"
+    );
+    json!({"figure": figure, "value": value, "reference": reference, "target_max": limit, "verdict": verdict})
+}
+
+/// Init against the bare `lambda_runtime` binary of the same run, and the arm64 zips.
+fn print_function_targets(rows: &[FnResult]) -> Value {
+    eprintln!("\nbench: figures beside their references and targets");
+    let bare = rows
+        .iter()
+        .find(|r| r.function == "bare-runtime")
+        .and_then(|r| r.init_ms_median);
+    let mut out = Vec::new();
+    for r in rows.iter().filter(|r| r.function != "bare-runtime") {
+        let status = r.function == "bitrix-status";
+        let ratio = r.init_ms_median.zip(bare).map(|(f, b)| f / b.max(0.001));
+        out.push(target_line(
+            &format!("{} init vs bare lambda_runtime", r.function),
+            ratio,
+            "x",
+            "4.2x to 6.4x",
+            if status { 2.5 } else { 3.0 },
+        ));
+        out.push(target_line(
+            &format!("{} arm64 zip", r.function),
+            r.zip_bytes.map(|b| b as f64 / 1_048_576.0),
+            " MB",
+            "2.96 to 3.81 MB",
+            if status { 2.0 } else { 3.0 },
+        ));
+    }
+    Value::Array(out)
+}
+
+/// The stream's Bitrix24 and DynamoDB requests per event.
+fn print_stream_targets(s: &Value) -> Value {
+    eprintln!("\nbench: stream figures beside their references and targets");
+    Value::Array(vec![
+        target_line(
+            "Bitrix24 tools/call per event (ownership rule)",
+            s["tools_call_per_event"].as_f64(),
+            "",
+            "0.97 (10-min trust)",
+            1.3,
+        ),
+        target_line(
+            "DynamoDB requests per event",
+            s["dynamodb_calls_per_event"].as_f64(),
+            "",
+            "12.5",
+            4.0,
+        ),
+    ])
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = match parse_args() {
@@ -975,6 +1039,7 @@ async fn main() -> ExitCode {
             rows.push(r);
         }
         report["functions"] = serde_json::to_value(&rows).unwrap_or(Value::Null);
+        report["targets_functions"] = print_function_targets(&rows);
     }
     if args.stream {
         eprintln!(
@@ -1002,6 +1067,7 @@ async fn main() -> ExitCode {
                     s["dead_lettered"],
                     s["drained"],
                 );
+                report["targets_stream"] = print_stream_targets(&s);
                 report["lead_sync_stream"] = s;
             }
             Err(e) => {
