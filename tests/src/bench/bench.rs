@@ -211,6 +211,8 @@ fn lambda_env(
         ("KMS_KEY_ID", env.key_id.clone()),
         ("LEAD_QUEUE_URL", queue_url.to_owned()),
         ("DEAD_LETTER_QUEUE_URL", dlq_url.to_owned()),
+        ("WATCH_QUEUE_URL", env.watch_queue_url.clone()),
+        ("LEAD_CHANGES_QUEUE_URL", env.changes_queue_url.clone()),
         ("LEAD_QUEUE_MAX_RECEIVE_COUNT", "5".into()),
         ("MCP_ALLOW_LOOPBACK", "true".into()),
         ("_HANDLER", "bootstrap".into()),
@@ -431,15 +433,19 @@ async fn bench_function(ctx: &Ctx, args: &Args, function: &str) -> FnResult {
                 *r.outcomes.entry(outcome_word(&res)).or_default() += 1;
             }
             _ => {
-                let why = match child.try_wait() {
-                    Ok(Some(st)) => format!("start {start}: process exited ({st})"),
-                    _ => format!("start {start}: no first answer in 60 s"),
+                let exited = child.try_wait().ok().flatten();
+                let why = match exited {
+                    Some(st) => format!("start {start}: process exited ({st})"),
+                    None => format!("start {start}: no first answer in 60 s"),
                 };
                 r.failures.push(why);
                 if let Some(e) = api.init_error() {
                     r.failures.push(format!("init error: {e}"));
                 }
                 let _ = child.kill().await;
+                if exited.is_some() {
+                    break; // it will exit the same way on every start
+                }
                 continue;
             }
         }
