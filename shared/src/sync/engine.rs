@@ -35,6 +35,9 @@ use crate::vault::Vault;
 const EVENT_LEASE: Duration = Duration::from_secs(120);
 /// Done records outlive the queue's retention (14 d) plus the parking period (14 d).
 const DONE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// An event of a tenant whose budget is known to stay empty longer than this is held back
+/// before it touches DynamoDB (a shorter wait is slept in the rate gate).
+const BUDGET_SKIP_ABOVE: Duration = Duration::from_secs(1);
 /// A tenant's replay is asked for at most this often per container (the queue also
 /// deduplicates the same minute's requests).
 const REPLAY_REQUEST_EVERY: Duration = Duration::from_secs(60);
@@ -55,6 +58,9 @@ struct Inner {
     metrics: Metrics,
     /// The replay timer this container set last per tenant (epoch ms it fires).
     timers: StdMutex<HashMap<String, i64>>,
+    /// Per tenant, until when the portal's shared budget has no token (what its last take
+    /// said; the budget only moves forward, so no token comes earlier).
+    budget_empty_until: StdMutex<HashMap<String, Instant>>,
 }
 
 /// What one event's sync used so far, kept past a failure: the integration version (an
@@ -94,6 +100,7 @@ impl SyncEngine {
                 last_sync_touched: StdMutex::new(HashMap::new()),
                 metrics: Metrics::off(),
                 timers: StdMutex::new(HashMap::new()),
+                budget_empty_until: StdMutex::new(HashMap::new()),
             }),
         }
     }
@@ -151,6 +158,15 @@ impl SyncEngine {
     ) -> Outcome {
         let i = &self.inner;
         let t = &event.tenant_id;
+        // The portal's budget was found empty for a while yet: the event would claim, read and
+        // release only to learn that again. It waits as a budget wait does, without a request.
+        if let Some(wait) = self.budget_wait(t) {
+            let err = SyncError::RateBudget { wait };
+            let none = Progress::default();
+            return self
+                .carry_out(event, body, receive_count, &err, &none)
+                .await;
+        }
         let now = OffsetDateTime::now_utc();
         match i.store.claim(t, &event.event_id, EVENT_LEASE, now).await {
             Ok(Claim::Claimed) => {}
@@ -197,6 +213,9 @@ impl SyncEngine {
                 Outcome::Done
             }
             Err(err) => {
+                if let SyncError::RateBudget { wait } = &err {
+                    self.note_budget_empty(t, *wait);
+                }
                 if let Some(write) = progress.unrecorded.take() {
                     self.keep_pending(t, &write).await;
                 }
@@ -258,6 +277,26 @@ impl SyncEngine {
         {
             tracing::error!(error = %e, "could not mark the event done; a second delivery may add its notes again");
         }
+    }
+
+    /// How long the tenant's budget stays empty, when that is more than a short sleep.
+    fn budget_wait(&self, t: &TenantId) -> Option<Duration> {
+        let until = *self
+            .inner
+            .budget_empty_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(t.as_str())?;
+        let left = until.saturating_duration_since(Instant::now());
+        (left > BUDGET_SKIP_ABOVE).then_some(left)
+    }
+
+    fn note_budget_empty(&self, t: &TenantId, wait: Duration) {
+        self.inner
+            .budget_empty_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(t.as_str().to_owned(), Instant::now() + wait);
     }
 
     /// Whether `every` has passed since this container last did the thing for `t` (and if so,

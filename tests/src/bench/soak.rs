@@ -14,8 +14,9 @@
 //! disabled it does not); the poller's own SQS client and the connect function talk to moto
 //! directly. Each portal answers `--bitrix-fault` of its MCP requests with a 500 or a dropped
 //! connection. One portal is fully down for `--outage-secs`, then back; one tenant's token is
-//! revoked (its integration goes to `error`, its events park) and `--revoke-secs` later the tenant
-//! reconnects with a new token through the connect function (which asks for the replay).
+//! revoked (its integration goes to `error`, its events park) and, at least `--revoke-secs` later
+//! and once status shows the error (at most 30 s more), the tenant reconnects with a new token
+//! through the connect function (which asks for the replay).
 //!
 //! At the end (queue drained and nothing in flight, or `--timeout-secs`): per tenant and customer,
 //! exactly one lead; the last event's score and status on it; every event's note exactly once in
@@ -751,6 +752,14 @@ async fn run(args: &Args) -> Result<(Value, bool), String> {
             rt.sandbox.revoke_token(&tokens[revoke_t]);
             observed.mark(t0, format!("token of {} revoked", rt.id));
             tokio::time::sleep(Duration::from_secs_f64(args.revoke_secs)).await;
+            // A tenant reconnects once status shows the error, not before (held-back events may
+            // reach the portal only later): at most 30 s more.
+            let seen = async {
+                while !observed.revoked_error_seen.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(30), seen).await;
             let token = rt.sandbox.issue_token(true);
             let n = connect(&connect_api, &rt.id, &token, &rt.sandbox.mcp_url(), 20).await?;
             observed

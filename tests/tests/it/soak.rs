@@ -74,7 +74,7 @@ async fn a_short_soak_lands_every_event_exactly_once() {
             "--portal-rate",
             "5",
             "--timeout-secs",
-            "150",
+            "300",
         ])
         .arg("--bin-dir")
         .arg(root.join("target/debug"))
@@ -84,7 +84,7 @@ async fn a_short_soak_lands_every_event_exactly_once() {
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
-    let res = tokio::time::timeout(Duration::from_secs(240), child)
+    let res = tokio::time::timeout(Duration::from_secs(420), child)
         .await
         .expect("the short soak finished in time")
         .expect("the soak command ran");

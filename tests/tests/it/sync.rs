@@ -1158,3 +1158,54 @@ async fn replay_timers_never_repeat_a_deduplication_id() {
     }
     assert_ne!(ids[0], ids[1], "a renewal is not a repeat");
 }
+
+/// A portal whose shared budget is empty for a while: the first event that learns it waits as
+/// a budget wait does; the tenant's next events in that container wait too, before their claim,
+/// link and integration requests (each would only be released again).
+#[tokio::test]
+async fn events_of_a_portal_out_of_budget_wait_without_dynamodb_requests() {
+    let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
+    let proxy = teleagent_tests::aws_faults::AwsFaultProxy::start(
+        teleagent_tests::harness::moto_endpoint(),
+    )
+    .await
+    .unwrap();
+    let counted = shared::aws::AwsClients::from_sdk_config(
+        &teleagent_tests::harness::sdk_config_at(&proxy.endpoint()).await,
+    );
+    let engine = SyncEngine::new(
+        &rig.cfg,
+        Store::new(counted.dynamodb.clone(), rig.env.table.clone()),
+        Vault::new(counted.kms.clone(), Some(rig.env.key_id.clone())),
+        rig.mcp.clone(),
+    );
+    let t = tenant();
+    let token = rig.sandbox.issue_token(false);
+    // One token, then one every 50 s.
+    let slow = RateParams {
+        per_sec: 0.02,
+        burst: 1.0,
+    };
+    rig.connect(&t, &token, slow).await;
+    let first = handle(&engine, &event(&t, "tg:1", 50)).await;
+    assert_eq!(first, Outcome::Done, "the one token creates the first lead");
+    let second = handle(&engine, &event(&t, "tg:2", 50)).await;
+    assert!(
+        matches!(second, Outcome::Retry { .. }),
+        "no token for the second: {second:?}"
+    );
+    proxy.reset_stats();
+    let next = handle(&engine, &event(&t, "tg:3", 50)).await;
+    let Outcome::Retry { delay, .. } = next else {
+        panic!("held back: {next:?}")
+    };
+    assert!(
+        delay > Duration::from_secs(30),
+        "until a token is there: {delay:?}"
+    );
+    assert_eq!(
+        proxy.stats().requests,
+        0,
+        "no AWS request for an event that cannot get a token"
+    );
+}
