@@ -144,6 +144,26 @@ pub(crate) fn event(t: &TenantId, customer: &str, score: u8) -> LeadEvent {
     LeadEvent::new(t.clone(), customer, score)
 }
 
+/// An engine whose AWS requests are counted where they are answered: a pass-through proxy in
+/// front of moto.
+async fn counted_engine(rig: &Rig) -> (teleagent_tests::aws_faults::AwsFaultProxy, SyncEngine) {
+    let proxy = teleagent_tests::aws_faults::AwsFaultProxy::start(
+        teleagent_tests::harness::moto_endpoint(),
+    )
+    .await
+    .unwrap();
+    let counted = shared::aws::AwsClients::from_sdk_config(
+        &teleagent_tests::harness::sdk_config_at(&proxy.endpoint()).await,
+    );
+    let engine = SyncEngine::new(
+        &rig.cfg,
+        Store::new(counted.dynamodb.clone(), rig.env.table.clone()),
+        Vault::new(counted.kms.clone(), Some(rig.env.key_id.clone())),
+        rig.mcp.clone(),
+    );
+    (proxy, engine)
+}
+
 pub(crate) async fn handle(engine: &SyncEngine, ev: &LeadEvent) -> Outcome {
     engine.handle(ev, &ev.to_json(), 1, None).await
 }
@@ -579,21 +599,7 @@ async fn a_revoked_token_parks_events_until_reconnect_and_replay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_200_event_stream_stays_near_one_call_per_event() {
     let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
-    // AWS requests are counted where they are answered: a pass-through proxy in front of moto.
-    let proxy = teleagent_tests::aws_faults::AwsFaultProxy::start(
-        teleagent_tests::harness::moto_endpoint(),
-    )
-    .await
-    .unwrap();
-    let counted = shared::aws::AwsClients::from_sdk_config(
-        &teleagent_tests::harness::sdk_config_at(&proxy.endpoint()).await,
-    );
-    let engine = SyncEngine::new(
-        &rig.cfg,
-        Store::new(counted.dynamodb.clone(), rig.env.table.clone()),
-        Vault::new(counted.kms.clone(), Some(rig.env.key_id.clone())),
-        rig.mcp.clone(),
-    );
+    let (proxy, engine) = counted_engine(&rig).await;
     let tenants: Vec<TenantId> = (0..4).map(|_| tenant()).collect();
     for (ti, t) in tenants.iter().enumerate() {
         let token = rig.sandbox.issue_token(false);
@@ -1165,20 +1171,7 @@ async fn replay_timers_never_repeat_a_deduplication_id() {
 #[tokio::test]
 async fn events_of_a_portal_out_of_budget_wait_without_dynamodb_requests() {
     let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
-    let proxy = teleagent_tests::aws_faults::AwsFaultProxy::start(
-        teleagent_tests::harness::moto_endpoint(),
-    )
-    .await
-    .unwrap();
-    let counted = shared::aws::AwsClients::from_sdk_config(
-        &teleagent_tests::harness::sdk_config_at(&proxy.endpoint()).await,
-    );
-    let engine = SyncEngine::new(
-        &rig.cfg,
-        Store::new(counted.dynamodb.clone(), rig.env.table.clone()),
-        Vault::new(counted.kms.clone(), Some(rig.env.key_id.clone())),
-        rig.mcp.clone(),
-    );
+    let (proxy, engine) = counted_engine(&rig).await;
     let t = tenant();
     let token = rig.sandbox.issue_token(false);
     // One token, then one every 50 s.
