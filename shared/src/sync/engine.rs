@@ -379,15 +379,7 @@ impl SyncEngine {
         let first = if conn.binding.ops.is_empty() {
             Err(SyncError::Crm(CrmError::BindingStale { op: "all" }))
         } else {
-            self.resolve(
-                conn,
-                integ,
-                portal_id,
-                event,
-                &mut progress.calls,
-                &progress.unrecorded,
-            )
-            .await
+            self.resolve(conn, integ, portal_id, event, progress).await
         };
         let rejected = match &first {
             Err(SyncError::Crm(CrmError::Rejected { .. })) => true,
@@ -410,15 +402,7 @@ impl SyncEngine {
         conn.version = updated.version;
         conn.binding = binding;
         progress.version = Some(updated.version);
-        self.resolve(
-            conn,
-            integ,
-            portal_id,
-            event,
-            &mut progress.calls,
-            &progress.unrecorded,
-        )
-        .await
+        self.resolve(conn, integ, portal_id, event, progress).await
     }
 
     async fn resolve(
@@ -427,9 +411,11 @@ impl SyncEngine {
         integ: &Integration,
         portal_id: &str,
         event: &LeadEvent,
-        calls: &mut u32,
-        unrecorded: &Unrecorded,
+        progress: &mut Progress,
     ) -> Result<Synced, SyncError> {
+        let Progress {
+            calls, unrecorded, ..
+        } = progress;
         let i = &self.inner;
         i.conns.open_session(conn).await?;
         let Connection {
