@@ -260,7 +260,18 @@ impl Arns {
         let s = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
         match action.split(':').next().unwrap_or_default() {
             "dynamodb" => {
-                let t = s("TableName");
+                // A batch names its table(s) as the keys of `RequestItems` (ours use one).
+                let t = body["TableName"]
+                    .as_str()
+                    .or_else(|| {
+                        body["RequestItems"]
+                            .as_object()?
+                            .keys()
+                            .next()
+                            .map(String::as_str)
+                    })
+                    .unwrap_or_default()
+                    .to_owned();
                 let table = self.tables.get(&t).cloned().unwrap_or(t);
                 // A query of an index is authorised on the index's own ARN.
                 match body["IndexName"].as_str() {

@@ -5,8 +5,10 @@
 //! It is a GCRA ("generic cell rate algorithm"), the token bucket kept as one number: the
 //! theoretical arrival time `tat_ms` of the next request. Taking a token is ONE conditional write
 //! (`tat_ms` still what this container last saw); the value is remembered per container, so a
-//! consumer that has the portal to itself never reads first. A lost race returns the stored value
-//! with the failure (`ReturnValuesOnConditionCheckFailure`), so even then there is no extra read.
+//! consumer that has the portal to itself never reads first. A container's first take assumes an
+//! idle budget and says so in its condition (`tat_ms <= now`) instead of reading. A lost race
+//! returns the stored value with the failure (`ReturnValuesOnConditionCheckFailure`), so even
+//! then there is no extra read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -125,18 +127,13 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<Duration, StoreError> {
         let now_ms = epoch_ms(now);
-        let mut seen = match self.cached_tat(t) {
-            Some(seen) => seen,
-            None => {
-                let stored = self.get(key(t.partition_key(), SK.to_owned())).await?;
-                let read = raw_tat(stored.as_ref());
-                self.remember_tat(t, read.clone());
-                read
-            }
-        };
+        // `None`: this container has not seen the budget yet. Rather than read it first, the
+        // take assumes an idle (full) budget and says so in its condition: `tat_ms <= now`.
+        let mut seen = self.cached_tat(t);
         for _ in 0..TAKE_ATTEMPTS {
             let tat = seen
-                .as_deref()
+                .clone()
+                .flatten()
                 .and_then(|v| v.parse::<f64>().ok())
                 .map(|v| v as i64);
             let decision = bucket_take(tat, now_ms, rate);
@@ -155,10 +152,13 @@ impl Store {
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 );
             let req = match &seen {
-                Some(old) => req
+                Some(Some(old)) => req
                     .condition_expression("tat_ms = :old")
                     .expression_attribute_values(":old", AttributeValue::N(old.clone())),
-                None => req.condition_expression("attribute_not_exists(tat_ms)"),
+                Some(None) => req.condition_expression("attribute_not_exists(tat_ms)"),
+                None => req
+                    .condition_expression("attribute_not_exists(tat_ms) OR tat_ms <= :now")
+                    .expression_attribute_values(":now", n(now_ms)),
             };
             match req.send().await {
                 Ok(_) => {
@@ -170,7 +170,7 @@ impl Store {
                         tracing::debug!("rate budget moved on in another consumer");
                         // The failure carries the stored item where the service returns it;
                         // otherwise it is read.
-                        seen = match c.item() {
+                        let stored = match c.item() {
                             Some(item) => raw_tat(Some(item)),
                             None => raw_tat(
                                 self.get(key(t.partition_key(), SK.to_owned()))
@@ -178,7 +178,8 @@ impl Store {
                                     .as_ref(),
                             ),
                         };
-                        self.remember_tat(t, seen.clone());
+                        self.remember_tat(t, stored.clone());
+                        seen = Some(stored);
                     }
                     other => return Err(from_sdk(other)),
                 },

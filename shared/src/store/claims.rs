@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use time::OffsetDateTime;
 
 use super::Store;
@@ -16,7 +17,7 @@ const IN_PROGRESS: &str = "in_progress";
 const DONE: &str = "done";
 /// An abandoned claim (crashed consumer) vanishes this long after its lease ends.
 const ABANDONED_GRACE: Duration = Duration::from_secs(24 * 3600);
-/// Claim attempts when the record changes between the failed put and the read that explains it.
+/// Claim attempts when the record that refused a claim was released or its lease ended meanwhile.
 const CLAIM_ATTEMPTS: usize = 3;
 
 /// The outcome of [`Store::claim_event`].
@@ -28,6 +29,41 @@ pub enum Claim {
     AlreadyDone,
     /// Another consumer holds a live lease: report the item failed, never acknowledge it.
     HeldByOther { until: OffsetDateTime },
+}
+
+/// What a record that refused a claim says: done, held by a live lease, or `None` when its
+/// lease has just expired (the claim is tried again).
+fn held_or_done(rec: &Item, now: OffsetDateTime) -> Result<Option<Claim>, StoreError> {
+    let r = Reader::new(rec, "event");
+    match r.s("status")? {
+        DONE => Ok(Some(Claim::AlreadyDone)),
+        IN_PROGRESS => {
+            let until = from_millis(r.n("lease_until_ms")?)?;
+            Ok((until >= now).then_some(Claim::HeldByOther { until }))
+        }
+        other => Err(StoreError::corrupt(format!(
+            "event status {other:?} is unknown"
+        ))),
+    }
+}
+
+/// The `done` record of an event (see [`Store::complete_event`]); also written beside the lead
+/// link in one request ([`Store::put_link_done`]).
+pub(super) fn done_item(
+    t: &TenantId,
+    event_id: &str,
+    done_ttl: Duration,
+    outcome: Option<&serde_json::Value>,
+) -> Result<Item, StoreError> {
+    let now = OffsetDateTime::now_utc();
+    let mut item = key(t.partition_key(), sort_key(event_id));
+    item.insert("status".into(), s(DONE));
+    item.insert("done_at".into(), time_av(now)?);
+    item.insert("expires_at".into(), epoch(now + done_ttl));
+    if let Some(outcome) = outcome {
+        item.insert("outcome".into(), s(outcome.to_string()));
+    }
+    Ok(item)
 }
 
 fn sort_key(event_id: &str) -> String {
@@ -45,8 +81,9 @@ fn from_millis(ms: i128) -> Result<OffsetDateTime, StoreError> {
 
 impl Store {
     /// Atomically claims the event: a conditional put succeeds if no record exists, or if the
-    /// record is `in_progress` with an expired lease (its consumer died). Otherwise the record
-    /// is read to tell done from held.
+    /// record is `in_progress` with an expired lease (its consumer died). A refused put returns
+    /// the record it found (`ReturnValuesOnConditionCheckFailure`), which tells done from held
+    /// without a read.
     #[tracing::instrument(skip_all, fields(tenant_id = %t, event_id = %event_id))]
     pub async fn claim_event(
         &self,
@@ -73,33 +110,28 @@ impl Store {
                 .expression_attribute_names("#st", "status")
                 .expression_attribute_values(":ip", s(IN_PROGRESS))
                 .expression_attribute_values(":now", n(millis(now)))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .send()
-                .await
-                .map_err(from_sdk);
-            match res {
+                .await;
+            let found = match res {
                 Ok(_) => return Ok(Claim::Claimed),
-                Err(StoreError::Conflict) => {}
-                Err(e) => return Err(e),
-            }
-            // Released between the put and this read: try again.
-            let Some(rec) = self.read_event(t, event_id).await? else {
+                Err(e) => match e.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(c) => match c.item {
+                        Some(item) => Some(item),
+                        // A service that does not return the item: read it.
+                        None => self.read_event(t, event_id).await?,
+                    },
+                    other => return Err(from_sdk(other)),
+                },
+            };
+            // Released between the put and its refusal: try again.
+            let Some(rec) = found else {
                 continue;
             };
-            let r = Reader::new(&rec, "event");
-            match r.s("status")? {
-                DONE => return Ok(Claim::AlreadyDone),
-                IN_PROGRESS => {
-                    let until = from_millis(r.n("lease_until_ms")?)?;
-                    // The lease may have expired between the put and this read: try again.
-                    if until >= now {
-                        return Ok(Claim::HeldByOther { until });
-                    }
-                }
-                other => {
-                    return Err(StoreError::corrupt(format!(
-                        "event status {other:?} is unknown"
-                    )));
-                }
+            if let Some(claim) = held_or_done(&rec, now)? {
+                return Ok(claim);
             }
         }
         Err(StoreError::Conflict)
@@ -120,15 +152,7 @@ impl Store {
         done_ttl: Duration,
         outcome: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
-        let now = OffsetDateTime::now_utc();
-        let mut item = key(t.partition_key(), sort_key(event_id));
-        item.insert("status".into(), s(DONE));
-        item.insert("done_at".into(), time_av(now)?);
-        item.insert("expires_at".into(), epoch(now + done_ttl));
-        if let Some(outcome) = outcome {
-            item.insert("outcome".into(), s(outcome.to_string()));
-        }
-        self.put(item).await
+        self.put(done_item(t, event_id, done_ttl, outcome)?).await
     }
 
     /// Gives an in-progress claim back at once so a retry need not wait for the lease. A `done`

@@ -17,6 +17,9 @@ pub enum StoreError {
     /// Any other DynamoDB failure (throttling, network, timeouts, service errors): retry later.
     #[error("DynamoDB is unavailable")]
     Unavailable(#[source] Box<aws_sdk_dynamodb::Error>),
+    /// DynamoDB kept leaving a batch's writes unprocessed (it throttles them): retry later.
+    #[error("DynamoDB left writes unprocessed (throttled)")]
+    Unprocessed,
     /// The function's role may not do this (a missing IAM permission): the operator's to fix.
     #[error("DynamoDB refused the request (missing permission)")]
     Denied(#[source] Box<aws_sdk_dynamodb::Error>),

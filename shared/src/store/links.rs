@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::Store;
+use super::claims::done_item;
 use super::error::{StoreError, from_sdk};
 use super::item::{Item, Reader, epoch, json_av, key, n, s, time_av};
 use crate::tenant::TenantId;
@@ -47,6 +48,45 @@ pub struct LinkMeta {
     pub seen: Map<String, Value>,
 }
 
+/// An event finished with its link write ([`Store::put_link_done`]).
+#[derive(Clone, Copy, Debug)]
+pub struct EventDone<'a> {
+    pub event_id: &'a str,
+    /// How long the done record lives (longer than the queue's retention plus parking).
+    pub ttl: Duration,
+    /// What the sync did (kind, customer, lead): the event's audit line.
+    pub outcome: &'a Value,
+}
+
+/// The `LEAD#` item of a link with sync's bookkeeping.
+fn link_item(t: &TenantId, link: &LeadLink, meta: &LinkMeta) -> Result<Item, StoreError> {
+    let mut item = key(t.partition_key(), sort_key(&link.customer_id));
+    item.insert("customer_id".into(), s(link.customer_id.as_str()));
+    item.insert("lead_id".into(), n(link.lead_id));
+    item.insert("portal_id".into(), s(link.portal_id.as_str()));
+    if let Some(p) = &link.phone_e164 {
+        item.insert("phone_e164".into(), s(p.as_str()));
+    }
+    item.insert("last_event_at".into(), time_av(link.last_event_at)?);
+    item.insert("sent".into(), json_av(&Value::Object(link.sent.clone())));
+    if let Some(v) = meta.verified_at {
+        item.insert("verified_at".into(), time_av(v)?);
+    }
+    if let Some(notes) = &meta.notes_sent {
+        item.insert("notes_sent".into(), s(notes.as_str()));
+    }
+    if !meta.pending.is_empty() {
+        item.insert(
+            PENDING.into(),
+            json_av(&Value::Object(meta.pending.clone())),
+        );
+    }
+    if !meta.seen.is_empty() {
+        item.insert("seen".into(), json_av(&Value::Object(meta.seen.clone())));
+    }
+    Ok(item)
+}
+
 /// What the `LEAD#` item holds: a link, or a create lock ("creating" state) of a consumer that
 /// is creating the lead (or crashed while doing so).
 #[derive(Clone, Debug, PartialEq)]
@@ -83,7 +123,7 @@ fn epoch_ms(t: OffsetDateTime) -> i128 {
     t.unix_timestamp_nanos() / 1_000_000
 }
 
-fn link_state(item: &Item) -> Result<LinkState, StoreError> {
+pub(super) fn link_state(item: &Item) -> Result<LinkState, StoreError> {
     let r = Reader::new(item, "lead link");
     if item.contains_key(CREATE_LEASE) {
         let ms: i128 = r.n(CREATE_LEASE)?;
@@ -114,7 +154,7 @@ fn link_state(item: &Item) -> Result<LinkState, StoreError> {
     Ok(LinkState::Linked(LeadLink::try_from(item)?, meta))
 }
 
-fn sort_key(customer_id: &str) -> String {
+pub(super) fn sort_key(customer_id: &str) -> String {
     format!("LEAD#{customer_id}")
 }
 
@@ -180,31 +220,25 @@ impl Store {
         link: &LeadLink,
         meta: &LinkMeta,
     ) -> Result<(), StoreError> {
-        let mut item = key(t.partition_key(), sort_key(&link.customer_id));
-        item.insert("customer_id".into(), s(link.customer_id.as_str()));
-        item.insert("lead_id".into(), n(link.lead_id));
-        item.insert("portal_id".into(), s(link.portal_id.as_str()));
-        if let Some(p) = &link.phone_e164 {
-            item.insert("phone_e164".into(), s(p.as_str()));
-        }
-        item.insert("last_event_at".into(), time_av(link.last_event_at)?);
-        item.insert("sent".into(), json_av(&Value::Object(link.sent.clone())));
-        if let Some(v) = meta.verified_at {
-            item.insert("verified_at".into(), time_av(v)?);
-        }
-        if let Some(notes) = &meta.notes_sent {
-            item.insert("notes_sent".into(), s(notes.as_str()));
-        }
-        if !meta.pending.is_empty() {
-            item.insert(
-                PENDING.into(),
-                json_av(&Value::Object(meta.pending.clone())),
-            );
-        }
-        if !meta.seen.is_empty() {
-            item.insert("seen".into(), json_av(&Value::Object(meta.seen.clone())));
-        }
-        self.put(item).await
+        self.put(link_item(t, link, meta)?).await
+    }
+
+    /// Writes the link whole and marks `done.event_id` done, in ONE request (BatchWriteItem: two
+    /// unconditional puts, each at a put's price). This is how sync ends an event: the done
+    /// mark is also its audit line. Both puts are unconditional, as [`Store::put_link_with`]
+    /// and [`Store::complete_event`] are; a put DynamoDB leaves unprocessed is sent again.
+    pub async fn put_link_done(
+        &self,
+        t: &TenantId,
+        link: &LeadLink,
+        meta: &LinkMeta,
+        done: &EventDone<'_>,
+    ) -> Result<(), StoreError> {
+        let items = vec![
+            link_item(t, link, meta)?,
+            done_item(t, done.event_id, done.ttl, Some(done.outcome))?,
+        ];
+        self.put_all(items).await
     }
 
     /// Keeps on the link what an event sent to `lead_id` before it failed, unrecorded

@@ -28,6 +28,7 @@ use super::failure::{MIN_RETRY, backoff};
 use super::replay;
 use crate::events::LeadEvent;
 use crate::metrics::{Metric, Metrics, function};
+use crate::tenant::TenantId;
 
 pub use super::startup::{StartError, lead_sync_from_env, lead_sync_with};
 
@@ -57,6 +58,18 @@ pub trait EventHandler: Send + Sync {
         deadline: Option<Instant>,
     ) -> impl Future<Output = Outcome> + Send + 'a;
 
+    /// Called around each batch: what the handler may share between the batch's events lives
+    /// from `begin_batch` to `end_batch`. `firsts`: the tenant and customer of each group's
+    /// first lead event (the engine reads their integrations and links in one request).
+    fn begin_batch<'a>(
+        &'a self,
+        firsts: &'a [(TenantId, String)],
+    ) -> impl Future<Output = ()> + Send + 'a {
+        let _ = firsts;
+        std::future::ready(())
+    }
+    fn end_batch(&self) {}
+
     /// The store that keeps parked events, for replay requests (none: they are dead-lettered
     /// as unknown events would be).
     fn replay_store(&self) -> Option<&crate::store::Store> {
@@ -73,6 +86,17 @@ impl EventHandler for super::SyncEngine {
         deadline: Option<Instant>,
     ) -> impl Future<Output = Outcome> + Send + 'a {
         super::SyncEngine::handle(self, event, body, receive_count, deadline)
+    }
+
+    fn begin_batch<'a>(
+        &'a self,
+        firsts: &'a [(TenantId, String)],
+    ) -> impl Future<Output = ()> + Send + 'a {
+        super::SyncEngine::begin_batch(self, firsts)
+    }
+
+    fn end_batch(&self) {
+        super::SyncEngine::end_batch(self);
     }
 
     fn replay_store(&self) -> Option<&crate::store::Store> {
@@ -139,11 +163,20 @@ impl<H: EventHandler> BatchProcessor<H> {
     pub async fn process(&self, batch: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
         let groups = group_in_order(&batch.records);
         let time = deadline.map(TimeRule::new);
+        let firsts: Vec<(TenantId, String)> = groups
+            .iter()
+            .filter_map(|(_, records)| {
+                let event = LeadEvent::parse(records.first()?.body.as_deref()?).ok()?;
+                Some((event.tenant_id, event.customer.id))
+            })
+            .collect();
+        self.handler.begin_batch(&firsts).await;
         let results: Vec<Vec<(String, Verdict)>> = futures::stream::iter(groups)
             .map(|(group, records)| self.process_group(group, records, time))
             .buffer_unordered(MAX_CONCURRENT_GROUPS)
             .collect()
             .await;
+        self.handler.end_batch();
         let mut response = SqsBatchResponse::default();
         // Report in the batch's order, which keeps the response stable for callers and tests.
         let failed: HashMap<String, ()> = results

@@ -1,7 +1,13 @@
 //! One lead event, start to end: claim the event id, read the integration, take the tenant's
 //! cached connection ([`super::connections`]), resolve and write the lead
-//! ([`super::resolution`]), record it. A failure becomes a [`Plan`] ([`super::failure::plan`])
-//! that [`SyncEngine::carry_out`] executes; the batch does the rest with the [`Outcome`].
+//! ([`super::resolution`]), record it with its done mark. A failure becomes a [`Plan`]
+//! ([`super::failure::plan`]) that [`SyncEngine::carry_out`] executes; the batch does the rest
+//! with the [`Outcome`].
+//!
+//! DynamoDB requests are the event's main cost, so each is made once: around a batch
+//! ([`SyncEngine::begin_batch`]) the integrations and the first link of each group are read in
+//! one request; per event there is the claim, a budget take per `tools/call`, and one write of
+//! the link with the done mark.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,15 +32,13 @@ use crate::events::LeadEvent;
 use crate::mcp::{McpClient, UrlGuard};
 use crate::metrics::{Metric, Metrics};
 use crate::phone::parse_phone;
-use crate::store::{Claim, Integration, Store, StoreError, SyncStatus};
+use crate::store::{Claim, Integration, LinkState, Store, StoreError, SyncStatus};
 use crate::tenant::TenantId;
 use crate::vault::Vault;
 
 /// The event claim's lease: at least the function timeout (60 s), so a live consumer never loses
 /// its claim mid-event; a crashed one's claim is retaken after it.
 const EVENT_LEASE: Duration = Duration::from_secs(120);
-/// Done records outlive the queue's retention (14 d) plus the parking period (14 d).
-const DONE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// An event of a tenant whose budget is known to stay empty longer than this is held back
 /// before it touches DynamoDB (a shorter wait is slept in the rate gate).
 const BUDGET_SKIP_ABOVE: Duration = Duration::from_secs(1);
@@ -58,9 +62,23 @@ struct Inner {
     metrics: Metrics,
     /// The replay timer this container set last per tenant (epoch ms it fires).
     timers: StdMutex<HashMap<String, i64>>,
+    /// The integrations read in the batch being handled: one read per tenant per batch
+    /// (`None` outside a batch: every event reads its own).
+    batch: StdMutex<Option<BatchShared>>,
     /// Per tenant, until when the portal's shared budget has no token (what its last take
     /// said; the budget only moves forward, so no token comes earlier).
     budget_empty_until: StdMutex<HashMap<String, Instant>>,
+}
+
+/// What the events of one batch share.
+#[derive(Default)]
+struct BatchShared {
+    /// Per tenant, the integration as the batch read it (a cell, so concurrent groups of one
+    /// tenant wait for one read instead of each making their own).
+    integrations: HashMap<String, Arc<tokio::sync::OnceCell<Option<Integration>>>>,
+    /// Per (tenant, customer), the link read with the integrations for the group's first
+    /// event, then the link each synced event wrote; taken by the next event of the customer.
+    links: HashMap<(String, String), Option<LinkState>>,
 }
 
 /// What one event's sync used so far, kept past a failure: the integration version (an
@@ -72,6 +90,10 @@ struct Progress {
     calls: u32,
     /// An update sent and not yet recorded on the link (kept there if the event fails).
     unrecorded: Unrecorded,
+    /// The link as the batch read it, used by the first resolution instead of a read.
+    batch_link: Option<Option<LinkState>>,
+    /// The link as the resolution wrote it (for the customer's next event in the batch).
+    written_link: Option<LinkState>,
 }
 
 /// The sync engine: built once per container, cheap to clone (shared state behind an `Arc`).
@@ -101,6 +123,7 @@ impl SyncEngine {
                 metrics: Metrics::off(),
                 timers: StdMutex::new(HashMap::new()),
                 budget_empty_until: StdMutex::new(HashMap::new()),
+                batch: StdMutex::new(None),
             }),
         }
     }
@@ -124,6 +147,85 @@ impl SyncEngine {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// From now until [`SyncEngine::end_batch`], each tenant's integration is read once, and
+    /// with it the link of each group's first customer (`firsts`): one BatchGetItem for the
+    /// batch instead of two GetItems per event. The events of one batch (seconds) see the
+    /// integration as the batch found it, except for what this engine changes itself (an
+    /// `error` status, a new binding), which is read again; a status another consumer sets
+    /// meanwhile is seen by the next batch. If the read fails, each event reads its own.
+    pub async fn begin_batch(&self, firsts: &[(TenantId, String)]) {
+        let mut shared = BatchShared::default();
+        match self.inner.store.read_for_batch(firsts).await {
+            Ok(read) => {
+                for (t, integ) in read.integrations {
+                    let cell = tokio::sync::OnceCell::new_with(Some(integ));
+                    shared.integrations.insert(t, Arc::new(cell));
+                }
+                shared.links = read.links;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the batch's integrations and links; each event reads its own")
+            }
+        }
+        *self.batch() = Some(shared);
+    }
+
+    /// Ends the batch's sharing: every event reads the integration again.
+    pub fn end_batch(&self) {
+        *self.batch() = None;
+    }
+
+    fn batch(&self) -> std::sync::MutexGuard<'_, Option<BatchShared>> {
+        self.inner
+            .batch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// After a synced event, the link it wrote is what its customer's next event in the batch
+    /// reads (a failed event leaves none: the group's later events are handed back anyway).
+    fn keep_batch_link(&self, event: &LeadEvent, link: LinkState) {
+        if let Some(b) = self.batch().as_mut() {
+            let key = (
+                event.tenant_id.as_str().to_owned(),
+                event.customer.id.clone(),
+            );
+            b.links.insert(key, Some(link));
+        }
+    }
+
+    /// The batch's read of the event's link, if it made one (taken: read once).
+    fn take_batch_link(&self, event: &LeadEvent) -> Option<Option<LinkState>> {
+        let key = (
+            event.tenant_id.as_str().to_owned(),
+            event.customer.id.clone(),
+        );
+        self.batch().as_mut()?.links.remove(&key)
+    }
+
+    /// The tenant's integration: the batch's read if there is one, else a read now.
+    async fn integration(&self, t: &TenantId) -> Result<Option<Integration>, StoreError> {
+        let cell = self.batch().as_mut().map(|b| {
+            b.integrations
+                .entry(t.as_str().to_owned())
+                .or_default()
+                .clone()
+        });
+        let Some(cell) = cell else {
+            return self.inner.store.get_integration(t).await;
+        };
+        cell.get_or_try_init(|| self.inner.store.get_integration(t))
+            .await
+            .cloned()
+    }
+
+    /// The integration changed (this engine wrote it): the batch's later events read it again.
+    fn forget_integration(&self, t: &TenantId) {
+        if let Some(b) = self.batch().as_mut() {
+            b.integrations.remove(t.as_str());
+        }
     }
 
     /// Handles one valid event. `receive_count` = SQS ApproximateReceiveCount (1 on first
@@ -158,6 +260,8 @@ impl SyncEngine {
     ) -> Outcome {
         let i = &self.inner;
         let t = &event.tenant_id;
+        // Taken first, whatever happens to the event: a later event of the group reads anew.
+        let batch_link = self.take_batch_link(event);
         // The portal's budget was found empty for a while yet: the event would claim, read and
         // release only to learn that again. It waits as a budget wait does, without a request.
         if let Some(wait) = self.budget_wait(t) {
@@ -199,7 +303,10 @@ impl SyncEngine {
                     .await;
             }
         }
-        let mut progress = Progress::default();
+        let mut progress = Progress {
+            batch_link,
+            ..Progress::default()
+        };
         let run = self.sync(event, &mut progress);
         let result = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
             Some(left) => tokio::time::timeout(left, run)
@@ -209,6 +316,9 @@ impl SyncEngine {
         };
         match result {
             Ok((done, integ)) => {
+                if let Some(link) = progress.written_link.take() {
+                    self.keep_batch_link(event, link);
+                }
                 self.finish(event, done, &integ, progress.calls).await;
                 Outcome::Done
             }
@@ -230,9 +340,9 @@ impl SyncEngine {
         }
     }
 
-    /// After a sync: its metrics and log line, the done mark (which is also the event's audit
-    /// line), `last_sync_at` (at most once a minute), and a replay request when the tenant has
-    /// parked events (its portal works again).
+    /// After a sync (whose link write carried the done mark, also the event's audit line): its
+    /// metrics and log line, `last_sync_at` (at most once a minute), and a replay request when
+    /// the tenant has parked events (its portal works again).
     async fn finish(&self, event: &LeadEvent, done: Synced, integ: &Integration, calls: u32) {
         let i = &self.inner;
         let t = &event.tenant_id;
@@ -253,9 +363,6 @@ impl SyncEngine {
             latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
             "event synced"
         );
-        let outcome =
-            json!({"kind": done.kind, "customer_id": event.customer.id, "lead_id": done.lead_id});
-        self.mark_done(t, &event.event_id, &outcome).await;
         if self.due(&i.last_sync_touched, t, LAST_SYNC_EVERY)
             && let Err(e) = i.store.touch_last_sync(t, OffsetDateTime::now_utc()).await
         {
@@ -263,19 +370,6 @@ impl SyncEngine {
         }
         if integ.parked_count > 0 {
             self.ask_replay(t).await;
-        }
-    }
-
-    /// The done mark, tried a few times in place: without it a second delivery of the event
-    /// (or a retry after the claim's lease) would write its notes again.
-    async fn mark_done(&self, t: &TenantId, event_id: &str, outcome: &Value) {
-        let store = &self.inner.store;
-        if let Err(e) = retry_in_place("the done mark", || {
-            store.complete(t, event_id, DONE_TTL, outcome)
-        })
-        .await
-        {
-            tracing::error!(error = %e, "could not mark the event done; a second delivery may add its notes again");
         }
     }
 
@@ -339,7 +433,7 @@ impl SyncEngine {
     ) -> Result<(Synced, Integration), SyncError> {
         let i = &self.inner;
         let t = &event.tenant_id;
-        let integ = match i.store.get_integration(t).await? {
+        let integ = match self.integration(t).await? {
             Some(integ) if integ.is_connected() => integ,
             _ => return Err(SyncError::NotConnected),
         };
@@ -397,6 +491,7 @@ impl SyncEngine {
             .store
             .set_binding(t, conn.version, binding.to_value(), info)
             .await?;
+        self.forget_integration(t);
         self.audit(t, "binding_rediscovered", binding.report())
             .await;
         conn.version = updated.version;
@@ -414,7 +509,11 @@ impl SyncEngine {
         progress: &mut Progress,
     ) -> Result<Synced, SyncError> {
         let Progress {
-            calls, unrecorded, ..
+            calls,
+            unrecorded,
+            batch_link,
+            written_link,
+            ..
         } = progress;
         let i = &self.inner;
         i.conns.open_session(conn).await?;
@@ -435,7 +534,7 @@ impl SyncEngine {
         let phone = event
             .raw_phone()
             .map(|raw| parse_phone(raw, i.default_region.as_deref()));
-        Resolver {
+        let mut resolver = Resolver {
             crm: &mut crm,
             links: &i.store,
             event,
@@ -443,10 +542,13 @@ impl SyncEngine {
             phone,
             caps: binding.caps.clone(),
             now: OffsetDateTime::now_utc(),
+            known_link: batch_link.take(),
+            written: None,
             unrecorded,
-        }
-        .resolve()
-        .await
+        };
+        let done = resolver.resolve().await;
+        *written_link = resolver.written.take();
+        done
     }
 
     /// An event failed after it sent an update it could not record: what it sent is kept on
@@ -510,6 +612,7 @@ impl SyncEngine {
                 .await
             {
                 Ok(_) => {
+                    self.forget_integration(t);
                     i.metrics.count_as(Metric::IntegrationsErrored, class, 1);
                     tracing::warn!(tenant_id = %t, failure_class = class, %reason, "integration turned to error");
                     let detail = json!({"reason": reason, "event_id": event.event_id});
@@ -517,6 +620,7 @@ impl SyncEngine {
                 }
                 Err(StoreError::Conflict) => {
                     // The connection changed while we used the old one: try the new one.
+                    self.forget_integration(t);
                     return Outcome::Retry {
                         delay: HELD_RETRY,
                         reason: "the Bitrix24 connection changed; retrying with the new one".into(),

@@ -284,7 +284,9 @@ fn class(err: &SyncError, backoff: Duration) -> Class {
         SyncError::Vault(
             VaultError::KeyUnusable { .. } | VaultError::NoKey | VaultError::Unavailable { .. },
         )
-        | SyncError::Store(StoreError::Unavailable(_) | StoreError::Denied(_)) => Operator,
+        | SyncError::Store(
+            StoreError::Unavailable(_) | StoreError::Denied(_) | StoreError::Unprocessed,
+        ) => Operator,
         // A lost race with another writer: read again soon.
         SyncError::Store(StoreError::Conflict) => Waiting(HELD_RETRY),
         // A stored row that does not map: keep the event for a person, never drop it.

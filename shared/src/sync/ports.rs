@@ -14,7 +14,7 @@ use super::failure::SyncError;
 use crate::crm::Operation;
 use crate::secret::SecretToken;
 use crate::store::{
-    Claim, CreateClaim, LeadLink, LinkMeta, LinkState, RateParams, Store, StoreError,
+    Claim, CreateClaim, EventDone, LeadLink, LinkMeta, LinkState, RateParams, Store, StoreError,
 };
 use crate::tenant::TenantId;
 use crate::vault::{Vault, VaultError};
@@ -22,7 +22,7 @@ use crate::vault::{Vault, VaultError};
 /// A lead as the portal returns it (`ID`, `STATUS_ID`, `PHONE`, ...).
 pub type Lead = Map<String, Value>;
 
-/// The `EVENT#` idempotency records.
+/// The `EVENT#` idempotency records: claim and release.
 pub trait EventClaims: Sync {
     fn claim(
         &self,
@@ -31,14 +31,8 @@ pub trait EventClaims: Sync {
         lease: Duration,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
-    /// Marks the event done, with what the sync did (the event's audit line).
-    fn complete(
-        &self,
-        t: &TenantId,
-        event_id: &str,
-        ttl: Duration,
-        outcome: &Value,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Gives an in-progress claim back (the event failed). The done mark is written with the
+    /// event's link ([`LeadLinks::put_link_done`]).
     fn release(
         &self,
         t: &TenantId,
@@ -54,11 +48,13 @@ pub trait LeadLinks: Sync {
         t: &TenantId,
         customer_id: &str,
     ) -> impl Future<Output = Result<Option<LinkState>, StoreError>> + Send;
-    fn put_link(
+    /// Writes the link and marks the event done, together (one request in DynamoDB).
+    fn put_link_done(
         &self,
         t: &TenantId,
         link: &LeadLink,
         meta: &LinkMeta,
+        done: &EventDone<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn delete_link(
         &self,
@@ -142,16 +138,6 @@ impl EventClaims for Store {
         self.claim_event(t, event_id, lease, now).await
     }
 
-    async fn complete(
-        &self,
-        t: &TenantId,
-        event_id: &str,
-        ttl: Duration,
-        outcome: &Value,
-    ) -> Result<(), StoreError> {
-        self.complete_event(t, event_id, ttl, Some(outcome)).await
-    }
-
     async fn release(&self, t: &TenantId, event_id: &str) -> Result<(), StoreError> {
         self.release_event(t, event_id).await
     }
@@ -166,13 +152,14 @@ impl LeadLinks for Store {
         self.get_link_state(t, customer_id).await
     }
 
-    async fn put_link(
+    async fn put_link_done(
         &self,
         t: &TenantId,
         link: &LeadLink,
         meta: &LinkMeta,
+        done: &EventDone<'_>,
     ) -> Result<(), StoreError> {
-        self.put_link_with(t, link, meta).await
+        Store::put_link_done(self, t, link, meta, done).await
     }
 
     async fn delete_link(&self, t: &TenantId, customer_id: &str) -> Result<(), StoreError> {

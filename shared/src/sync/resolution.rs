@@ -19,9 +19,11 @@ use crate::crm::{CrmError, Operation, PortalCaps};
 use crate::events::LeadEvent;
 use crate::mcp::McpError;
 use crate::phone::{Phone, is_spelling_of, search_spellings};
-use crate::store::{CreateClaim, LeadLink, LinkMeta, LinkState};
+use crate::store::{CreateClaim, EventDone, LeadLink, LinkMeta, LinkState};
 use crate::tenant::TenantId;
 
+/// Done records outlive the queue's retention (14 d) plus the parking period (14 d).
+const DONE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The per-customer create lock's lease: one search plus one create, with room for slow calls.
 const CREATE_LEASE: Duration = Duration::from_secs(60);
 /// How many leads a search may offer before the connector stops reading them and creates one:
@@ -56,6 +58,11 @@ pub struct Resolver<'a, C, L> {
     pub phone: Option<Phone>,
     pub caps: PortalCaps,
     pub now: OffsetDateTime,
+    /// The customer's link as already read (by the batch, or as the customer's previous event
+    /// wrote it): used instead of the first read. `None`: read it.
+    pub known_link: Option<Option<LinkState>>,
+    /// The link as this resolution wrote it with its done mark (for the customer's next event).
+    pub written: Option<LinkState>,
     /// What this event sent to a linked lead and has not recorded yet (the engine keeps it on
     /// the link if the event fails from here on).
     pub unrecorded: &'a Unrecorded,
@@ -124,10 +131,15 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
 
     /// The stored link of this portal, else the create path.
     pub async fn resolve(&mut self) -> Result<Synced, SyncError> {
-        if let Some(LinkState::Linked(link, meta)) = self
-            .links
-            .link_state(self.tenant(), self.customer())
-            .await?
+        let state = match self.known_link.take() {
+            Some(known) => known,
+            None => {
+                self.links
+                    .link_state(self.tenant(), self.customer())
+                    .await?
+            }
+        };
+        if let Some(LinkState::Linked(link, meta)) = state
             && link.portal_id == self.portal_id
         {
             if let Some(done) = self.update_linked(link, meta).await? {
@@ -222,11 +234,7 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             pending: Map::new(),
             seen: Map::new(),
         };
-        self.record(&link, &meta).await?;
-        Ok(Synced {
-            kind: "lead_created",
-            lead_id,
-        })
+        self.record(&link, &meta, "lead_created").await
     }
 
     /// Never adopt a lead that is not ours: one found by phone must carry one of the customer's
@@ -307,13 +315,13 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             pending: Map::new(),
             seen: Map::new(),
         };
-        self.record(&link, &meta).await?;
         let kind = match found {
             Found::Foreign => "lead_linked",
             Found::Recovered => "lead_recovered",
         };
+        let done = self.record(&link, &meta, kind).await?;
         tracing::info!(lead_id, kind, "existing lead linked");
-        Ok(Some(Synced { kind, lead_id }))
+        Ok(Some(done))
     }
 
     /// The update of a linked lead. `None` when Bitrix24 says the lead no longer exists.
@@ -399,14 +407,15 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
             pending: Map::new(),
             seen,
         };
-        self.record(&self.moved_on(link, plan.sent), &meta).await?;
-        self.unrecorded.clear();
         let kind = match (sent_fields, text.is_some()) {
             (true, _) => "lead_updated",
             (false, true) => "notes_added",
             (false, false) => "lead_unchanged",
         };
-        Ok(Some(Synced { kind, lead_id }))
+        let moved = self.moved_on(link, plan.sent);
+        let done = self.record(&moved, &meta, kind).await?;
+        self.unrecorded.clear();
+        Ok(Some(done))
     }
 
     /// What an update is about to write, in the form `sent` keeps, with whatever was still
@@ -465,12 +474,32 @@ impl<C: LeadCrm, L: LeadLinks> Resolver<'_, C, L> {
         }
     }
 
-    /// Writes the link after Bitrix24 was written. A failure here would make the retry write
-    /// Bitrix24 again (a second comment), so the write is tried a few times in place before the
-    /// failure goes to the failure plan.
-    async fn record(&self, link: &LeadLink, meta: &LinkMeta) -> Result<(), SyncError> {
+    /// Writes the link after Bitrix24 was written, with the event's done mark (one request).
+    /// A failure here would make the retry write Bitrix24 again (a second comment), so the
+    /// write is tried a few times in place before the failure goes to the failure plan.
+    async fn record(
+        &mut self,
+        link: &LeadLink,
+        meta: &LinkMeta,
+        kind: &'static str,
+    ) -> Result<Synced, SyncError> {
         let t = self.tenant();
-        Ok(retry_in_place("the link", || self.links.put_link(t, link, meta)).await?)
+        let outcome =
+            json!({"kind": kind, "customer_id": self.customer(), "lead_id": link.lead_id});
+        let done = EventDone {
+            event_id: &self.event.event_id,
+            ttl: DONE_TTL,
+            outcome: &outcome,
+        };
+        retry_in_place("the link and done mark", || {
+            self.links.put_link_done(t, link, meta, &done)
+        })
+        .await?;
+        self.written = Some(LinkState::Linked(link.clone(), meta.clone()));
+        Ok(Synced {
+            kind,
+            lead_id: link.lead_id,
+        })
     }
 
     /// The link after this event: what was sent, the newest event time, the phone once known.

@@ -144,6 +144,8 @@ impl LeadCrm for FakeCrm {
 #[derive(Default)]
 struct FakeLinks {
     items: Mutex<HashMap<String, LinkState>>,
+    /// The done marks written with the links: (event id, outcome).
+    done: Mutex<Vec<(String, Value)>>,
 }
 
 impl FakeLinks {
@@ -164,12 +166,17 @@ impl LeadLinks for FakeLinks {
         Ok(self.get(c))
     }
 
-    async fn put_link(
+    async fn put_link_done(
         &self,
         _t: &TenantId,
         link: &LeadLink,
         meta: &LinkMeta,
+        done: &EventDone<'_>,
     ) -> Result<(), StoreError> {
+        self.done
+            .lock()
+            .unwrap()
+            .push((done.event_id.to_owned(), done.outcome.clone()));
         self.set(
             &link.customer_id,
             LinkState::Linked(link.clone(), meta.clone()),
@@ -289,6 +296,8 @@ async fn run_noting(
             ..PortalCaps::default()
         },
         now: OffsetDateTime::now_utc(),
+        known_link: None,
+        written: None,
         unrecorded,
     }
     .resolve()
@@ -698,6 +707,18 @@ async fn resolution_rules() {
             (Ok(s), Ok(kind)) => assert_eq!(s.kind, kind, "{why}"),
             (Err(_), Err(())) => {}
             _ => panic!("{why}: got {got:?}, want {:?}", row.want),
+        }
+        // A synced event is marked done in its link write, once, with what it did; a failed
+        // one is not marked at all.
+        let done = links.done.lock().unwrap().clone();
+        match &got {
+            Ok(s) => {
+                assert_eq!(done.len(), 1, "{why}: one done mark");
+                assert_eq!(done[0].0, row.event.event_id, "{why}");
+                assert_eq!(done[0].1["kind"], s.kind, "{why}");
+                assert_eq!(done[0].1["lead_id"], s.lead_id, "{why}");
+            }
+            Err(_) => assert!(done.is_empty(), "{why}: marked done: {done:?}"),
         }
         if std::env::var_os("RESOLUTION_PRINT").is_some() {
             println!("{why}: {got:?} {:?}", row.crm.calls);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::json;
 use shared::store::{
-    Claim, Integration, LeadLink, LinkMeta, LinkState, NewConnection, RateParams, Store,
+    Claim, EventDone, Integration, LeadLink, LinkMeta, LinkState, NewConnection, RateParams, Store,
     StoreError, SyncStatus,
 };
 use shared::tenant::TenantId;
@@ -660,9 +660,10 @@ async fn rate_bucket_gives_burst_then_waits_and_counts_requests() {
             "take {i}"
         );
     }
-    // One read to learn the budget, then one conditional write per take (GCRA, remembered in
-    // the container): no read-modify-write round trips without contention.
-    assert_eq!(ddb_requests(&proxy), 51);
+    // One conditional write per take (GCRA, remembered in the container), the first one
+    // included (it assumes an idle budget in its condition instead of reading): no
+    // read-modify-write round trips without contention.
+    assert_eq!(ddb_requests(&proxy), 50);
     let wait = st.take_rate_token(&t, &rate, now).await.unwrap();
     assert_eq!(wait, Duration::from_millis(500));
     // The refused take did not draw: half a second later exactly one token is there.
@@ -759,5 +760,143 @@ async fn an_operator_set_rate_survives_a_reconnect() {
             burst: 250.0
         },
         "the reconnect kept the operator's budget"
+    );
+}
+
+/// A refused claim learns from the refusal itself whether the event is done or held: one
+/// request per claim attempt, never a read after it.
+#[tokio::test]
+async fn a_refused_claim_tells_done_from_held_without_a_read() {
+    let env = TestEnv::new().await;
+    let (proxy, st) = counted_store(&env).await;
+    let t = tenant("claims-no-read");
+    let lease = Duration::from_secs(60);
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(
+        st.claim_event(&t, "ev-1", lease, now).await.unwrap(),
+        Claim::Claimed
+    );
+    assert!(matches!(
+        st.claim_event(&t, "ev-1", lease, now).await.unwrap(),
+        Claim::HeldByOther { until } if until > now
+    ));
+    st.complete_event(&t, "ev-1", Duration::from_secs(86400), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        st.claim_event(&t, "ev-1", lease, now).await.unwrap(),
+        Claim::AlreadyDone
+    );
+    let stats = proxy.stats();
+    assert_eq!(stats.operation("dynamodb", "GetItem").requests, 0);
+    assert_eq!(ddb_requests(&proxy), 4, "three claims and the done mark");
+}
+
+/// A container's first take assumes an idle budget, but only in its condition: a budget another
+/// container has emptied is not taken from again.
+#[tokio::test]
+async fn a_first_take_never_overdraws_a_budget_another_container_emptied() {
+    let env = TestEnv::new().await;
+    let t = tenant("budget-second-container");
+    let rate = RateParams::default();
+    let now = OffsetDateTime::now_utc();
+    let first = store(&env);
+    for _ in 0..50 {
+        assert_eq!(
+            first.take_rate_token(&t, &rate, now).await.unwrap(),
+            Duration::ZERO
+        );
+    }
+    let (proxy, second) = counted_store(&env).await;
+    let wait = second.take_rate_token(&t, &rate, now).await.unwrap();
+    assert_eq!(wait, Duration::from_millis(500), "the budget is empty");
+    assert_eq!(
+        ddb_requests(&proxy),
+        1,
+        "the refused write carried the stored budget: no read"
+    );
+    // And an idle budget is taken from in one write by a fresh container.
+    let idle = tenant("budget-idle");
+    let (proxy, third) = counted_store(&env).await;
+    assert_eq!(
+        third.take_rate_token(&idle, &rate, now).await.unwrap(),
+        Duration::ZERO
+    );
+    assert_eq!(ddb_requests(&proxy), 1);
+}
+
+/// The link and its event's done mark go in one request, and a batch reads its tenants'
+/// integrations and its customers' links in one request: found, absent, and another tenant's.
+#[tokio::test]
+async fn a_link_is_written_with_its_done_mark_and_a_batch_reads_at_once() {
+    let env = TestEnv::new().await;
+    let (proxy, st) = counted_store(&env).await;
+    let (a, b) = (tenant("batch-a"), tenant("batch-b"));
+    st.save_connection(&a, conn(b"ct-a", "a.bitrix24.ru"), 0)
+        .await
+        .unwrap();
+    let link = LeadLink {
+        customer_id: "tg:1".into(),
+        lead_id: 7,
+        portal_id: "a.bitrix24.ru".into(),
+        phone_e164: None,
+        last_event_at: datetime!(2025-03-01 10:00:00 UTC),
+        sent: serde_json::Map::new(),
+    };
+    proxy.reset_stats();
+    let outcome = json!({"kind": "lead_created", "customer_id": "tg:1", "lead_id": 7});
+    st.put_link_done(
+        &a,
+        &link,
+        &LinkMeta::default(),
+        &EventDone {
+            event_id: "ev-9",
+            ttl: Duration::from_secs(86400),
+            outcome: &outcome,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ddb_requests(&proxy), 1, "one request for both");
+    assert_eq!(st.get_link(&a, "tg:1").await.unwrap(), Some(link.clone()));
+    assert_eq!(
+        st.claim_event(
+            &a,
+            "ev-9",
+            Duration::from_secs(60),
+            OffsetDateTime::now_utc()
+        )
+        .await
+        .unwrap(),
+        Claim::AlreadyDone
+    );
+
+    proxy.reset_stats();
+    let read = st
+        .read_for_batch(&[
+            (a.clone(), "tg:1".to_owned()),
+            (a.clone(), "tg:2".to_owned()),
+            (b.clone(), "tg:1".to_owned()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ddb_requests(&proxy), 1, "one request for the batch");
+    assert_eq!(
+        read.integrations[a.as_str()].as_ref().map(|i| i.version),
+        Some(1)
+    );
+    assert_eq!(read.integrations[b.as_str()], None, "b never connected");
+    match &read.links[&(a.as_str().to_owned(), "tg:1".to_owned())] {
+        Some(LinkState::Linked(l, _)) => assert_eq!(l, &link),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        read.links[&(a.as_str().to_owned(), "tg:2".to_owned())],
+        None
+    );
+    assert_eq!(
+        read.links[&(b.as_str().to_owned(), "tg:1".to_owned())],
+        None,
+        "a's link is not b's"
     );
 }

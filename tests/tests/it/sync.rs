@@ -1202,3 +1202,93 @@ async fn events_of_a_portal_out_of_budget_wait_without_dynamodb_requests() {
         "no AWS request for an event that cannot get a token"
     );
 }
+
+/// A lead batch as lead-sync handles it, counted at the DynamoDB endpoint: the batch reads its
+/// integration and its customers' links in one BatchGetItem, and each event then costs its
+/// claim, one budget take per `tools/call`, and one BatchWriteItem that writes the link and
+/// the done mark together. No GetItem at all, also for a customer's second event in the batch
+/// (it reads the link its first one wrote).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_costs_one_read_and_each_event_a_claim_its_takes_and_one_write() {
+    let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
+    let (proxy, engine) = counted_engine(&rig).await;
+    let t = tenant();
+    rig.connect(&t, &rig.sandbox.issue_token(false), fast_rate())
+        .await;
+    // (customer, score) in batch order.
+    let batch = |events: &[(usize, u8)]| {
+        let mut ev = aws_lambda_events::event::sqs::SqsEvent::default();
+        ev.records = events
+            .iter()
+            .map(|&(c, score)| {
+                let e = event(&t, &format!("tg:b{c}"), score);
+                let mut r = aws_lambda_events::event::sqs::SqsMessage::default();
+                r.message_id = Some(format!("m-{score}-{c}"));
+                r.body = Some(e.to_json());
+                r.attributes.insert("MessageGroupId".into(), e.group_id());
+                r
+            })
+            .collect();
+        ev
+    };
+    let processor = shared::sync::batch::BatchProcessor::new(
+        engine,
+        rig.env.clients.sqs.clone(),
+        Some(rig.env.queue_url.clone()),
+        rig.env.dlq_url.clone(),
+    );
+    // First contact: ten leads created and linked.
+    let firsts: Vec<(usize, u8)> = (0..10).map(|c| (c, 30)).collect();
+    let first = processor.process(batch(&firsts), None).await;
+    assert!(first.batch_item_failures.is_empty(), "{first:?}");
+    assert_eq!(rig.leads_of(&t).len(), 10);
+    // Five customers' next two events, each changing the score (the connector's own field):
+    // one update each. The second event of a customer reads the link the first one wrote.
+    proxy.reset_stats();
+    rig.sandbox.reset_calls();
+    let nexts: Vec<(usize, u8)> = (0..5).flat_map(|c| [(c, 50), (c, 60)]).collect();
+    let second = processor.process(batch(&nexts), None).await;
+    assert!(second.batch_item_failures.is_empty(), "{second:?}");
+    let calls = rig.sandbox.calls().tools_call;
+    assert_eq!(calls, 10, "one update per event");
+    let aws = proxy.stats();
+    let ddb = |op: &str| aws.operation("dynamodb", op).requests;
+    println!(
+        "second batch: GetItem {} BatchGetItem {} PutItem {} UpdateItem {} BatchWriteItem {} DeleteItem {}",
+        ddb("GetItem"),
+        ddb("BatchGetItem"),
+        ddb("PutItem"),
+        ddb("UpdateItem"),
+        ddb("BatchWriteItem"),
+        ddb("DeleteItem")
+    );
+    assert_eq!(ddb("GetItem"), 0, "no event reads on its own");
+    assert_eq!(ddb("BatchGetItem"), 1, "one read for the batch");
+    assert_eq!(ddb("PutItem"), 10, "one claim per event");
+    assert_eq!(ddb("UpdateItem"), calls, "one budget take per tools/call");
+    assert_eq!(ddb("BatchWriteItem"), 10, "link and done mark in one write");
+    assert_eq!(ddb("DeleteItem"), 0);
+    let total: u64 = aws
+        .by_operation
+        .iter()
+        .filter(|(k, _)| k.starts_with("dynamodb/"))
+        .map(|(_, o)| o.requests)
+        .sum();
+    assert_eq!(total, 1 + 10 + calls + 10, "nothing else");
+    for c in 0..10 {
+        let link = rig
+            .store
+            .get_link(&t, &format!("tg:b{c}"))
+            .await
+            .unwrap()
+            .expect("linked");
+        let lead = rig.sandbox.lead(link.lead_id).unwrap();
+        let score = lead["UF_CRM_TELEAGENT_SCORE"].to_string();
+        let want = if c < 5 { 60.0 } else { 30.0 };
+        assert_eq!(
+            score.trim_matches('"').parse::<f64>().ok(),
+            Some(want),
+            "{score}"
+        );
+    }
+}

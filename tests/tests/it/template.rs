@@ -315,6 +315,8 @@ fn each_role_has_exactly_the_actions_its_function_needs_in(mode: &str, t: &Value
                 "dynamodb:PutItem@Table",
                 "dynamodb:UpdateItem@Table",
                 "dynamodb:DeleteItem@Table",
+                "dynamodb:BatchGetItem@Table",
+                "dynamodb:BatchWriteItem@Table",
                 "dynamodb:Query@Table",
                 "kms:Decrypt@TokenKey",
                 "sqs:ReceiveMessage@LeadQueue",
@@ -326,7 +328,7 @@ fn each_role_has_exactly_the_actions_its_function_needs_in(mode: &str, t: &Value
                 "logs:CreateLogStream@LeadSyncLogGroup",
                 "logs:PutLogEvents@LeadSyncLogGroup",
             ]),
-            "consumes the lead queue, re-queues waiting events, replays parked ones, dead-letters invalid ones, decrypts",
+            "consumes the lead queue, re-queues waiting events, replays parked ones, dead-letters invalid ones, decrypts; reads a batch's integrations and links at once, writes a link with its done mark at once",
         ),
         (
             "lead-watch",
