@@ -1292,3 +1292,109 @@ async fn a_batch_costs_one_read_and_each_event_a_claim_its_takes_and_one_write()
         );
     }
 }
+
+/// The manager's edits win (issue 15's test), through lead-sync's batch against the sandbox,
+/// without change watching: a manager sets one lead to JUNK and renames another; each
+/// customer's next event arrives one second later and changes status and name; both leads keep
+/// what the manager set (the event reads the lead before it touches a manager's field), the
+/// connector's own score moves on, and the notes land as timeline comments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_managers_junk_and_rename_survive_the_next_event_a_second_later() {
+    let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
+    let t = tenant();
+    rig.connect(&t, &rig.sandbox.issue_token(false), fast_rate())
+        .await;
+    let processor = rig.processor();
+    let batch = |events: &[LeadEvent]| {
+        let mut ev = aws_lambda_events::event::sqs::SqsEvent::default();
+        ev.records = events
+            .iter()
+            .map(|e| {
+                let mut r = aws_lambda_events::event::sqs::SqsMessage::default();
+                r.message_id = Some(e.event_id.clone());
+                r.body = Some(e.to_json());
+                r.attributes.insert("MessageGroupId".into(), e.group_id());
+                r
+            })
+            .collect();
+        ev
+    };
+    let ev = |customer: &str, name: &str, score: u8, status: LeadStatus, notes: &str| {
+        let mut e = event(&t, customer, score);
+        e.customer.name = Some(name.into());
+        e.lead.status = Some(status);
+        e.lead.notes = Some(notes.into());
+        e
+    };
+    let first = [
+        ev("tg:ann", "Ann", 40, LeadStatus::Contacted, "first contact"),
+        ev("tg:bob", "Bob", 40, LeadStatus::New, "first contact"),
+    ];
+    let r = processor.process(batch(&first), None).await;
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    let id = |c: &str| {
+        let lead = rig
+            .leads_of(&t)
+            .into_iter()
+            .find(|l| l["ORIGIN_ID"] == format!("{t}:{c}"))
+            .expect("lead");
+        lead["ID"].as_str().unwrap().parse::<i64>().unwrap()
+    };
+    let (ann, bob) = (id("tg:ann"), id("tg:bob"));
+    rig.sandbox
+        .manager_edit(ann, json!({"STATUS_ID": "JUNK"}))
+        .expect("junked");
+    rig.sandbox
+        .manager_edit(bob, json!({"NAME": "Robert (VIP)"}))
+        .expect("renamed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let next = [
+        ev(
+            "tg:ann",
+            "Ann",
+            80,
+            LeadStatus::Qualified,
+            "wants a call on Friday",
+        ),
+        ev(
+            "tg:bob",
+            "Bobby",
+            70,
+            LeadStatus::Contacted,
+            "asked for the price list",
+        ),
+    ];
+    let r = processor.process(batch(&next), None).await;
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+
+    let ann_lead = rig.sandbox.lead(ann).unwrap();
+    assert_eq!(ann_lead["STATUS_ID"], "JUNK", "the manager's junk stays");
+    assert!(
+        rig.sandbox
+            .timeline_comments(ann)
+            .iter()
+            .any(|c| c.contains("wants a call on Friday")),
+        "the junked lead still gets its notes: {:?}",
+        rig.sandbox.timeline_comments(ann)
+    );
+    let bob_lead = rig.sandbox.lead(bob).unwrap();
+    assert_eq!(bob_lead["NAME"], "Robert (VIP)", "the manager's name stays");
+    assert_eq!(
+        bob_lead["STATUS_ID"], "IN_PROCESS",
+        "the status the manager left alone moves on"
+    );
+    let score = bob_lead["UF_CRM_TELEAGENT_SCORE"].to_string();
+    assert_eq!(
+        score.trim_matches('"').parse::<f64>().ok(),
+        Some(70.0),
+        "the connector's own field moves on: {score}"
+    );
+    assert!(
+        rig.sandbox
+            .timeline_comments(bob)
+            .iter()
+            .any(|c| c.contains("asked for the price list")),
+        "{:?}",
+        rig.sandbox.timeline_comments(bob)
+    );
+}
