@@ -3,19 +3,20 @@
 //! default, 5/250 on Enterprise portals).
 //!
 //! It is a GCRA ("generic cell rate algorithm"), the token bucket kept as one number: the
-//! theoretical arrival time `tat_ms` of the next request. Taking a token is ONE conditional write
-//! (`tat_ms` still what this container last saw); the value is remembered per container, so a
-//! consumer that has the portal to itself never reads first. A container's first take assumes an
-//! idle budget and says so in its condition (`tat_ms <= now`) instead of reading. A lost race
-//! returns the stored value with the failure (`ReturnValuesOnConditionCheckFailure`), so even
-//! then there is no extra read.
+//! theoretical arrival time `tat_ms` of the next request. Taking a token is ONE conditional
+//! write, and consumers taking at the same time do not make each other retry: a budget in use
+//! is moved by adding the interval to what is stored (allowed while the stored value leaves a
+//! token), an idle one is set from now (allowed while it is idle). The value each write leaves is
+//! remembered per container, so a take that must wait is known without a request, and a failed
+//! condition returns the stored value (`ReturnValuesOnConditionCheckFailure`): no read, ever,
+//! on DynamoDB. A container's first take assumes an idle budget, which its condition checks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use time::OffsetDateTime;
 
 use super::error::{StoreError, from_sdk};
@@ -117,53 +118,95 @@ impl Store {
 
     /// Takes one token from the portal's budget: `Ok(Duration::ZERO)` when taken, else
     /// `Ok(wait)` until one would be available (nothing taken). A missing budget starts full.
-    /// One conditional write per take; a lost race learns the stored value from the failure
-    /// and tries again, [`StoreError::Conflict`] after several losses.
-    #[tracing::instrument(skip_all, fields(tenant_id = %t))]
+    /// [`Store::reserve_rate_token`] with no horizon.
     pub async fn take_rate_token(
         &self,
         t: &TenantId,
         rate: &RateParams,
         now: OffsetDateTime,
     ) -> Result<Duration, StoreError> {
+        Ok(
+            match self
+                .reserve_rate_token(t, rate, now, Duration::ZERO)
+                .await?
+            {
+                TokenTake::Taken { .. } => Duration::ZERO,
+                TokenTake::Empty { wait } => wait,
+            },
+        )
+    }
+
+    /// Takes one token, possibly one that becomes due within `horizon`: then the caller must
+    /// wait [`TokenTake::Taken::after`] before its call (the token is its own meanwhile, so the
+    /// calls that reach the portal stay within the bucket). A token due later than `horizon`
+    /// is not taken ([`TokenTake::Empty`]).
+    ///
+    /// One conditional write per take, and concurrent takers do not make each other retry:
+    /// while the budget is in use (`tat_ms >= now`) the write adds the interval to whatever is
+    /// stored (`SET tat_ms = tat_ms + :interval`, allowed while the stored value leaves a token
+    /// within the horizon); an idle budget is set to `now + interval` (allowed while
+    /// `tat_ms < now`). A failed condition returns the stored value
+    /// (`ReturnValuesOnConditionCheckFailure`), from which the wait or the other form follows
+    /// without a read; [`StoreError::Conflict`] only after several such turns.
+    #[tracing::instrument(skip_all, fields(tenant_id = %t))]
+    pub async fn reserve_rate_token(
+        &self,
+        t: &TenantId,
+        rate: &RateParams,
+        now: OffsetDateTime,
+        horizon: Duration,
+    ) -> Result<TokenTake, StoreError> {
         let now_ms = epoch_ms(now);
-        // `None`: this container has not seen the budget yet. Rather than read it first, the
-        // take assumes an idle (full) budget and says so in its condition: `tat_ms <= now`.
-        let mut seen = self.cached_tat(t);
+        let Some((interval, tolerance)) = gcra_params(rate) else {
+            return Ok(TokenTake::Empty {
+                wait: bucket_take(None, now_ms, rate).wait,
+            });
+        };
+        let horizon_ms = i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX / 4);
+        let limit = now_ms.saturating_add(tolerance).saturating_add(horizon_ms);
+        // `None`: this container has not seen the budget yet; it is taken as idle, which the
+        // idle form's condition checks.
+        let mut seen = self.cached_tat(t).map(|raw| parse_tat(raw.as_deref()));
         for _ in 0..TAKE_ATTEMPTS {
-            let tat = seen
-                .clone()
-                .flatten()
-                .and_then(|v| v.parse::<f64>().ok())
-                .map(|v| v as i64);
-            let decision = bucket_take(tat, now_ms, rate);
-            if !decision.wait.is_zero() {
-                return Ok(decision.wait);
+            let tat = seen.flatten();
+            // The stored value only grows, so a wait this container computes is never too long.
+            if let Some(tat) = tat
+                && tat > limit
+            {
+                return Ok(TokenTake::Empty {
+                    wait: ms_duration(tat - tolerance - now_ms),
+                });
             }
-            let new_raw = decision.tat_ms.to_string();
+            let busy = tat.is_some_and(|tat| tat >= now_ms);
             let req = self
                 .ddb
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(key(t.partition_key(), SK.to_owned())))
-                .update_expression("SET tat_ms = :new")
-                .expression_attribute_values(":new", n(&new_raw))
+                .return_values(ReturnValue::UpdatedNew)
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
-                );
-            let req = match &seen {
-                Some(Some(old)) => req
-                    .condition_expression("tat_ms = :old")
-                    .expression_attribute_values(":old", AttributeValue::N(old.clone())),
-                Some(None) => req.condition_expression("attribute_not_exists(tat_ms)"),
-                None => req
-                    .condition_expression("attribute_not_exists(tat_ms) OR tat_ms <= :now")
-                    .expression_attribute_values(":now", n(now_ms)),
+                )
+                .expression_attribute_values(":now", n(now_ms));
+            let req = if busy {
+                req.update_expression("SET tat_ms = tat_ms + :interval")
+                    .condition_expression("tat_ms >= :now AND tat_ms <= :limit")
+                    .expression_attribute_values(":interval", n(interval))
+                    .expression_attribute_values(":limit", n(limit))
+            } else {
+                req.update_expression("SET tat_ms = :next")
+                    .condition_expression("attribute_not_exists(tat_ms) OR tat_ms < :now")
+                    .expression_attribute_values(":next", n(now_ms.saturating_add(interval)))
             };
             match req.send().await {
-                Ok(_) => {
-                    self.remember_tat(t, Some(new_raw));
-                    return Ok(Duration::ZERO);
+                Ok(out) => {
+                    let new = raw_tat(out.attributes.as_ref());
+                    let after = parse_tat(new.as_deref())
+                        .map(|new| new - interval - tolerance - now_ms)
+                        .filter(|ms| *ms > 0)
+                        .map_or(Duration::ZERO, ms_duration);
+                    self.remember_tat(t, new);
+                    return Ok(TokenTake::Taken { after });
                 }
                 Err(e) => match e.into_service_error() {
                     UpdateItemError::ConditionalCheckFailedException(c) => {
@@ -179,7 +222,7 @@ impl Store {
                             ),
                         };
                         self.remember_tat(t, stored.clone());
-                        seen = Some(stored);
+                        seen = Some(parse_tat(stored.as_deref()));
                     }
                     other => return Err(from_sdk(other)),
                 },
@@ -191,6 +234,45 @@ impl Store {
             .remove(t.as_str());
         Err(StoreError::Conflict)
     }
+}
+
+/// What [`Store::reserve_rate_token`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenTake {
+    /// A token is the caller's; its call may go `after` from now (zero: at once).
+    Taken { after: Duration },
+    /// No token within the horizon; one would be due in `wait`.
+    Empty { wait: Duration },
+}
+
+/// A positive number of milliseconds as a wait (at least 1 ms, at most [`MAX_WAIT`]).
+fn ms_duration(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+        .max(Duration::from_millis(1))
+        .min(MAX_WAIT)
+}
+
+/// The emission interval and the tolerance in whole milliseconds (see [`bucket_take`]); `None`
+/// for parameters that cannot pace anything (their take always waits).
+fn gcra_params(rate: &RateParams) -> Option<(i64, i64)> {
+    if !(rate.per_sec.is_finite() && rate.per_sec > 0.0) {
+        return None;
+    }
+    let burst = if rate.burst.is_finite() && rate.burst >= 1.0 {
+        rate.burst
+    } else {
+        1.0
+    };
+    let interval = (1000.0 / rate.per_sec).ceil();
+    if interval >= i64::MAX as f64 / 2.0 {
+        return None;
+    }
+    let tolerance = ((burst - 1.0) * interval).min(i64::MAX as f64 / 4.0);
+    Some((interval as i64, tolerance as i64))
+}
+
+fn parse_tat(raw: Option<&str>) -> Option<i64> {
+    raw.and_then(|v| v.parse::<f64>().ok()).map(|v| v as i64)
 }
 
 #[cfg(test)]

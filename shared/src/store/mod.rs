@@ -20,7 +20,7 @@ mod watch;
 
 pub use audit::AuditEntry;
 pub use batch_read::BatchRead;
-pub use budget::{BucketDecision, bucket_take};
+pub use budget::{BucketDecision, TokenTake, bucket_take};
 pub use claims::Claim;
 pub use error::StoreError;
 pub use integration::{Integration, NewConnection, RateParams, SyncStatus};

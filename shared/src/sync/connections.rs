@@ -20,14 +20,13 @@ use crate::crm::{Binding, Crm, CrmError, Operation, PortalCaps, ToolMap};
 use crate::mcp::{McpClient, McpError, McpSession, UrlGuard};
 use crate::metrics::{Metric, Metrics};
 use crate::secret::SecretToken;
-use crate::store::{Integration, RateParams, Store};
+use crate::store::{Integration, RateParams, Store, TokenTake};
 use crate::tenant::TenantId;
 use crate::vault::Vault;
 
-/// A budget wait up to this long is slept through; a longer one fails the event with that delay.
+/// A budget token due within this long is taken and waited for; a later one fails the event
+/// with that delay.
 const MAX_BUDGET_SLEEP: Duration = Duration::from_secs(1);
-/// Takes of a budget token before giving up (each may sleep up to [`MAX_BUDGET_SLEEP`]).
-const BUDGET_ATTEMPTS: usize = 4;
 
 /// A tenant's cached connection.
 pub struct Connection {
@@ -219,23 +218,25 @@ impl BudgetedCrm<'_> {
         r
     }
 
+    /// One token of the portal's budget before a call: taken at once, or one due within
+    /// [`MAX_BUDGET_SLEEP`] taken and waited for (one request either way); a budget empty for
+    /// longer fails the event with that delay.
     async fn gate(&self) -> Result<(), SyncError> {
-        let mut wait = MAX_BUDGET_SLEEP;
-        for _ in 0..BUDGET_ATTEMPTS {
-            wait = self
-                .budget
-                .take(self.tenant, self.rate, OffsetDateTime::now_utc())
-                .await?;
-            if wait.is_zero() {
-                return Ok(());
+        let now = OffsetDateTime::now_utc();
+        match self
+            .budget
+            .take(self.tenant, self.rate, now, MAX_BUDGET_SLEEP)
+            .await?
+        {
+            TokenTake::Taken { after } => {
+                if !after.is_zero() {
+                    self.metrics.observe(Metric::RateLimitWaitMs, after);
+                    tokio::time::sleep(after).await;
+                }
+                Ok(())
             }
-            if wait > MAX_BUDGET_SLEEP {
-                return Err(SyncError::RateBudget { wait });
-            }
-            self.metrics.observe(Metric::RateLimitWaitMs, wait);
-            tokio::time::sleep(wait).await;
+            TokenTake::Empty { wait } => Err(SyncError::RateBudget { wait }),
         }
-        Err(SyncError::RateBudget { wait })
     }
 }
 

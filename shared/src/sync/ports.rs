@@ -15,6 +15,7 @@ use crate::crm::Operation;
 use crate::secret::SecretToken;
 use crate::store::{
     Claim, CreateClaim, EventDone, LeadLink, LinkMeta, LinkState, RateParams, Store, StoreError,
+    TokenTake,
 };
 use crate::tenant::TenantId;
 use crate::vault::{Vault, VaultError};
@@ -78,14 +79,16 @@ pub trait LeadLinks: Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// The portal's request budget shared by every consumer: the wait before a token is free.
+/// The portal's request budget shared by every consumer: a token now, one due within
+/// `horizon` (the caller waits for it), or none.
 pub trait RateBudget: Sync {
     fn take(
         &self,
         t: &TenantId,
         rate: &RateParams,
         now: OffsetDateTime,
-    ) -> impl Future<Output = Result<Duration, StoreError>> + Send;
+        horizon: Duration,
+    ) -> impl Future<Output = Result<TokenTake, StoreError>> + Send;
 }
 
 /// Opens a stored token (KMS Decrypt with the tenant's encryption context).
@@ -194,8 +197,9 @@ impl RateBudget for Store {
         t: &TenantId,
         rate: &RateParams,
         now: OffsetDateTime,
-    ) -> Result<Duration, StoreError> {
-        self.take_rate_token(t, rate, now).await
+        horizon: Duration,
+    ) -> Result<TokenTake, StoreError> {
+        self.reserve_rate_token(t, rate, now, horizon).await
     }
 }
 

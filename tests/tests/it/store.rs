@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::json;
 use shared::store::{
     Claim, EventDone, Integration, LeadLink, LinkMeta, LinkState, NewConnection, RateParams, Store,
-    StoreError, SyncStatus,
+    StoreError, SyncStatus, TokenTake,
 };
 use shared::tenant::TenantId;
 use teleagent_tests::harness::TestEnv;
@@ -899,4 +899,96 @@ async fn a_link_is_written_with_its_done_mark_and_a_batch_reads_at_once() {
         None,
         "a's link is not b's"
     );
+}
+
+/// Containers taking from one busy budget at the same time do not make each other retry: each
+/// take is one request while tokens are left (the write adds to what is stored instead of
+/// replacing what the container last saw).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_takes_from_a_busy_budget_cost_one_request_each() {
+    let env = TestEnv::new().await;
+    let (proxy, first) = counted_store(&env).await;
+    let sdk = teleagent_tests::harness::sdk_config_at(&proxy.endpoint()).await;
+    let t = tenant("busy-budget");
+    let rate = RateParams::default(); // 2/s, burst 50: 30 takes never empty it
+    assert_eq!(
+        first
+            .take_rate_token(&t, &rate, OffsetDateTime::now_utc())
+            .await
+            .unwrap(),
+        Duration::ZERO
+    );
+    let containers: Vec<Store> = (0..3)
+        .map(|_| Store::new(aws_sdk_dynamodb::Client::new(&sdk), env.table.clone()))
+        .collect();
+    // Every container learns the budget once (its first take meets a budget in use).
+    for st in &containers {
+        assert_eq!(
+            st.take_rate_token(&t, &rate, OffsetDateTime::now_utc())
+                .await
+                .unwrap(),
+            Duration::ZERO
+        );
+    }
+    proxy.reset_stats();
+    let runs = containers.iter().map(|st| {
+        let t = t.clone();
+        async move {
+            for _ in 0..10 {
+                let wait = st
+                    .take_rate_token(&t, &rate, OffsetDateTime::now_utc())
+                    .await
+                    .unwrap();
+                assert_eq!(wait, Duration::ZERO);
+            }
+        }
+    });
+    futures::future::join_all(runs).await;
+    assert_eq!(
+        ddb_requests(&proxy),
+        30,
+        "30 takes, one request each, with three containers racing"
+    );
+}
+
+/// A token due within the horizon is taken at once, for a call that waits for it: the calls
+/// stay paced at the rate, and each take is one request; a token due later is not taken, and a
+/// container that knows the budget learns that without a request.
+#[tokio::test]
+async fn a_token_due_soon_is_reserved_in_one_request() {
+    let env = TestEnv::new().await;
+    let (proxy, st) = counted_store(&env).await;
+    let t = tenant("reserve");
+    let rate = RateParams {
+        per_sec: 2.0,
+        burst: 2.0,
+    };
+    let now = OffsetDateTime::now_utc();
+    let horizon = Duration::from_secs(1);
+    let mut afters = Vec::new();
+    for _ in 0..4 {
+        match st
+            .reserve_rate_token(&t, &rate, now, horizon)
+            .await
+            .unwrap()
+        {
+            TokenTake::Taken { after } => afters.push(after.as_millis()),
+            TokenTake::Empty { wait } => panic!("empty after {afters:?}: {wait:?}"),
+        }
+    }
+    assert_eq!(
+        afters,
+        vec![0, 0, 500, 1000],
+        "the burst, then one every 500 ms"
+    );
+    assert_eq!(ddb_requests(&proxy), 4, "one request per take");
+    match st
+        .reserve_rate_token(&t, &rate, now, horizon)
+        .await
+        .unwrap()
+    {
+        TokenTake::Empty { wait } => assert_eq!(wait, Duration::from_millis(1500)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ddb_requests(&proxy), 4, "known empty: no request");
 }
