@@ -236,6 +236,23 @@ impl Store {
     }
 }
 
+impl Store {
+    /// How long until the tenant's next token is due, from what this container last saw of the
+    /// budget (no request): `None` when it has not seen it or a token is due now. The stored
+    /// value only grows, so the real wait is at least this long.
+    pub fn known_budget_wait(
+        &self,
+        t: &TenantId,
+        rate: &RateParams,
+        now: OffsetDateTime,
+    ) -> Option<Duration> {
+        let (_, tolerance) = gcra_params(rate)?;
+        let tat = parse_tat(self.cached_tat(t)?.as_deref())?;
+        let ms = tat - tolerance - epoch_ms(now);
+        (ms > 0).then(|| ms_duration(ms))
+    }
+}
+
 /// What [`Store::reserve_rate_token`] got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenTake {

@@ -373,15 +373,28 @@ impl SyncEngine {
         }
     }
 
-    /// How long the tenant's budget stays empty, when that is more than a short sleep.
+    /// How long the tenant's budget stays empty, when that is more than a short sleep: what
+    /// the last take that found it empty said, or what this container's own takes left in the
+    /// budget (the batch's integration gives the rate; the budget only moves forward, so
+    /// neither is ever too long).
     fn budget_wait(&self, t: &TenantId) -> Option<Duration> {
-        let until = *self
+        let failed = self
             .inner
             .budget_empty_until
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(t.as_str())?;
-        let left = until.saturating_duration_since(Instant::now());
+            .get(t.as_str())
+            .map(|until| until.saturating_duration_since(Instant::now()));
+        let rate = self.batch().as_ref().and_then(|b| {
+            let integ = b.integrations.get(t.as_str())?.get()?.as_ref()?;
+            Some(integ.rate)
+        });
+        let taken = rate.and_then(|rate| {
+            self.inner
+                .store
+                .known_budget_wait(t, &rate, OffsetDateTime::now_utc())
+        });
+        let left = failed.max(taken)?;
         (left > BUDGET_SKIP_ABOVE).then_some(left)
     }
 

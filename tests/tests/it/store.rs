@@ -991,4 +991,17 @@ async fn a_token_due_soon_is_reserved_in_one_request() {
         other => panic!("{other:?}"),
     }
     assert_eq!(ddb_requests(&proxy), 4, "known empty: no request");
+    // What the container's own takes left is known without a request too (the engine holds an
+    // event back on it before its claim): the next token is due in 1.5 s, and none is due
+    // once the time has come.
+    assert_eq!(
+        st.known_budget_wait(&t, &rate, now),
+        Some(Duration::from_millis(1500))
+    );
+    let due = now + Duration::from_millis(1500);
+    assert_eq!(st.known_budget_wait(&t, &rate, due), None);
+    assert_eq!(
+        st.known_budget_wait(&tenant("never-seen"), &rate, now),
+        None
+    );
 }
