@@ -2,8 +2,9 @@
 //! AWS SDK's client ([`crate::aws`]) and the MCP client's reqwest ([`crate::mcp`]).
 //!
 //! Left to themselves, each stack reads the platform's store on its own (`rustls-native-certs`:
-//! the bundle file and every file of the certificate directory, then PEM decoding), about 2 ms
-//! each at cold start, and the SDK parses the result again for every client it builds. Here
+//! the bundle file and every file of the certificate directory, then PEM decoding; 0.45 ms for
+//! the bundle alone, 2.4 ms on a Debian-style store whose directory repeats it), and the SDK
+//! parses the result again for every client it builds. Here
 //! the store is read once, on first use, with the same rules (`rustls_native_certs`, the
 //! certificates webpki cannot use skipped, as both stacks skip them) and the same verifier
 //! (webpki over those roots, which is what `rustls-platform-verifier` is on Linux).
