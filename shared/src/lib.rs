@@ -18,4 +18,5 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod tenant;
+pub mod tls;
 pub mod vault;

@@ -1,6 +1,6 @@
 //! Log setup for every function: Lambda's log controls (`AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`;
-//! JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`), as `lambda_runtime`'s default subscriber reads them,
-//! plus a floor no setting can lower.
+//! JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`), as `lambda_runtime`'s default subscriber reads them
+//! (`RUST_LOG`'s `target=level` directives: [`directives`]), plus a floor no setting can lower.
 //!
 //! The floor: the runtime, HTTP and AWS SDK crates log whole payloads below INFO
 //! (`lambda_runtime` prints every raw invocation event at TRACE; the SDK's wire logs carry
@@ -10,7 +10,7 @@
 //! `lambda_runtime::layers::api_response=trace` still cannot print a raw event.
 
 use lambda_runtime::tracing::subscriber;
-use subscriber::filter::{EnvFilter, LevelFilter, filter_fn};
+use subscriber::filter::{LevelFilter, Targets, filter_fn};
 use subscriber::layer::SubscriberExt;
 use subscriber::util::SubscriberInitExt;
 use subscriber::{Layer, fmt};
@@ -45,9 +45,7 @@ pub fn init() {
         .ok()
         .and_then(|l| l.parse::<LevelFilter>().ok())
         .unwrap_or(LevelFilter::INFO);
-    let env = EnvFilter::builder()
-        .with_default_directive(level.into())
-        .from_env_lossy();
+    let filter = directives(&std::env::var("RUST_LOG").unwrap_or_default(), level);
     let base = fmt::layer().with_target(false).without_time();
     let layer = if format.eq_ignore_ascii_case("json") {
         base.json().boxed()
@@ -55,8 +53,34 @@ pub fn init() {
         base.boxed()
     };
     let _ = subscriber::registry()
-        .with(layer.with_filter(env).with_filter(filter_fn(allowed)))
+        .with(layer.with_filter(filter).with_filter(filter_fn(allowed)))
         .try_init();
+}
+
+/// `RUST_LOG`'s `target=level` directives (and a bare level for everything), each invalid one
+/// skipped with a note on stderr; `default` applies when there is none. These are the directives
+/// of `tracing_subscriber`'s `EnvFilter` without its span and field filters (`[span{f=v}]`),
+/// whose regular-expression engine would be linked into every function for a filter Lambda's
+/// log controls never set.
+pub fn directives(rust_log: &str, default: LevelFilter) -> Targets {
+    let mut targets = Targets::new();
+    let mut any = false;
+    for d in rust_log.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match d.parse::<Targets>() {
+            Ok(t) => {
+                any = true;
+                if let Some(level) = t.default_level() {
+                    targets = targets.with_default(level);
+                }
+                targets = targets.with_targets(t);
+            }
+            Err(e) => eprintln!("ignoring `{d}`: {e}"),
+        }
+    }
+    if !any {
+        targets = targets.with_default(default);
+    }
+    targets
 }
 
 #[cfg(test)]
@@ -71,7 +95,7 @@ mod tests {
         let sink = seen.clone();
         let layer = fmt::layer()
             .with_writer(move || TestWriter(sink.clone()))
-            .with_filter(EnvFilter::new("trace"))
+            .with_filter(directives("trace", LevelFilter::OFF))
             .with_filter(filter_fn(allowed));
         with_default(Registry::default().with(layer), || {
             tracing::trace!(target: "lambda_runtime::layers::api_response", body = "RAW-EVENT", "raw JSON event received from Lambda");
@@ -84,6 +108,33 @@ mod tests {
         assert!(!text.contains("RAW-BODY"), "{text}");
         assert!(text.contains("runtime info stays"), "{text}");
         assert!(text.contains("our trace stays"), "{text}");
+    }
+
+    #[test]
+    fn rust_log_directives_read_like_env_filter() {
+        use tracing::Level;
+        let on = |t: &Targets, target: &str, level: Level| t.would_enable(target, &level);
+        let t = directives("", LevelFilter::WARN);
+        assert!(
+            on(&t, "teleagent_bitrix", Level::WARN) && !on(&t, "teleagent_bitrix", Level::INFO)
+        );
+        let t = directives(
+            "info,teleagent_bitrix::sync=trace, bad=loud",
+            LevelFilter::WARN,
+        );
+        assert!(on(&t, "teleagent_bitrix::sync::engine", Level::TRACE));
+        assert!(on(&t, "lambda_http", Level::INFO) && !on(&t, "lambda_http", Level::DEBUG));
+        let t = directives("aws_config=debug", LevelFilter::WARN);
+        assert!(on(&t, "aws_config::x", Level::DEBUG));
+        assert!(
+            !on(&t, "teleagent_bitrix", Level::ERROR),
+            "only the named target, as EnvFilter"
+        );
+        let t = directives("bad=loud", LevelFilter::WARN);
+        assert!(
+            on(&t, "x", Level::WARN) && !on(&t, "x", Level::INFO),
+            "nothing valid: the default"
+        );
     }
 
     struct TestWriter(std::sync::Arc<std::sync::Mutex<Vec<String>>>);

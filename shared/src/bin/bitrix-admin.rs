@@ -54,7 +54,8 @@ fn need<'a>(v: &'a Option<String>, name: &str) -> Result<&'a str, String> {
 }
 
 async fn run(a: Args, cfg: Config) -> Result<bool, String> {
-    let aws = shared::aws::AwsClients::from_env().await;
+    // A workstation tool: the SDK's full default chain (profiles, assume-role, web identity).
+    let aws = shared::aws::AwsClients::from_sdk_config(&shared::aws::sdk_config().await);
     let store = Store::new(aws.dynamodb.clone(), cfg.table_name.clone());
     match a.verb.as_str() {
         "status" => {

@@ -93,7 +93,7 @@ impl StoreApp {
     /// HS256 secret's SSM read, when a parameter is named.
     pub async fn from_env() -> Result<Self, AppError> {
         let mut config = Config::from_env()?;
-        let sdk = crate::aws::sdk_config().await;
+        let sdk = crate::aws::lambda_sdk_config();
         load_hs256_secret(&mut config, &sdk).await?;
         Ok(Self::new(config, aws_sdk_dynamodb::Client::new(&sdk)))
     }
@@ -121,11 +121,12 @@ pub struct App {
 }
 
 impl App {
-    /// Reads the environment and builds the AWS clients from the standard SDK environment; the
-    /// one network call is the HS256 secret's SSM read, when a parameter is named.
+    /// Reads the environment and builds the AWS clients from Lambda's variables
+    /// ([`crate::aws::lambda_sdk_config`]); the one network call is the HS256 secret's SSM read,
+    /// when a parameter is named.
     pub async fn from_env() -> Result<Self, AppError> {
         let mut config = Config::from_env()?;
-        let sdk = crate::aws::sdk_config().await;
+        let sdk = crate::aws::lambda_sdk_config();
         load_hs256_secret(&mut config, &sdk).await?;
         let mut app = Self::new(config, &AwsClients::from_sdk_config(&sdk))?;
         app.metrics = crate::metrics::Metrics::new();

@@ -41,8 +41,8 @@ impl Default for McpClientOptions {
     }
 }
 
-/// The MCP client: one HTTP connection pool with the SSRF guard, built once per container and
-/// shared (cheap `Clone`). Sessions are per tenant.
+/// The MCP client: one HTTP connection pool with the SSRF guard (set up on its first request),
+/// made once per container and shared (cheap `Clone`). Sessions are per tenant.
 #[derive(Debug, Clone)]
 pub struct McpClient {
     transport: Arc<Transport>,

@@ -3,6 +3,7 @@
 //! `text/event-stream` answers into the one response we wait for. Never opens the GET stream,
 //! never follows redirects, connects only to addresses the guard accepts.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,10 +22,15 @@ pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
 pub(crate) const VERSION_HEADER: &str = "mcp-protocol-version";
 
-/// One HTTP client (connection pool, guarded resolver) per container.
-#[derive(Debug, Clone)]
+/// One HTTP client (connection pool, guarded resolver) per container, built on the first POST:
+/// a container whose invocations never reach an MCP server (lead-watch's scheduled fan-out,
+/// test without a stored token, an invalid event) never builds it, and its TLS set-up reads
+/// the container's root certificates from [`crate::tls`], shared with the AWS SDK.
+#[derive(Debug)]
 pub(crate) struct Transport {
-    http: reqwest::Client,
+    http: OnceLock<reqwest::Client>,
+    guard: UrlGuard,
+    connect_timeout: Duration,
     request_timeout: Duration,
 }
 
@@ -64,21 +70,36 @@ impl Transport {
         connect_timeout: Duration,
         request_timeout: Duration,
     ) -> Result<Self, McpError> {
-        let http = reqwest::Client::builder()
-            .dns_resolver(GuardedResolver { guard })
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(connect_timeout)
-            .user_agent(concat!("teleagent-bitrix/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                tracing::error!(error = %e, "building the MCP HTTP client failed");
-                McpError::protocol("the HTTP client could not be built")
-            })?;
         Ok(Self {
-            http,
+            http: OnceLock::new(),
+            guard,
+            connect_timeout,
             request_timeout,
         })
+    }
+
+    /// The HTTP client, built on first use (see [`Transport`]).
+    fn http(&self) -> Result<&reqwest::Client, McpError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "building the MCP HTTP client failed");
+            McpError::protocol("the HTTP client could not be built")
+        };
+        let tls = crate::tls::rustls_client_config().map_err(|e| failed(&e))?;
+        let http = reqwest::Client::builder()
+            .dns_resolver(GuardedResolver {
+                guard: self.guard.clone(),
+            })
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(self.connect_timeout)
+            .user_agent(concat!("teleagent-bitrix/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| failed(&e))?;
+        Ok(self.http.get_or_init(|| http))
     }
 
     /// POSTs one JSON-RPC message. `expect_id` is the id of our request (None for a notification).
@@ -93,7 +114,7 @@ impl Transport {
         let payload = serde_json::to_vec(body)
             .map_err(|_| McpError::protocol("request could not be encoded"))?;
         let mut req = self
-            .http
+            .http()?
             .post(url.clone())
             .timeout(self.request_timeout)
             .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
@@ -166,8 +187,8 @@ impl Transport {
     /// Ends a session. Best effort: servers may answer 405, and a failure changes nothing for us.
     pub(crate) async fn delete(&self, url: &Url, token: &SecretToken, headers: SessionHeaders<'_>) {
         let Some(id) = headers.session_id else { return };
-        let mut req = self
-            .http
+        let Ok(http) = self.http() else { return };
+        let mut req = http
             .delete(url.clone())
             .timeout(self.request_timeout)
             .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
