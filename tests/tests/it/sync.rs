@@ -1293,7 +1293,7 @@ async fn a_batch_costs_one_read_and_each_event_a_claim_its_takes_and_one_write()
     }
 }
 
-/// The manager's edits win (issue 15's test), through lead-sync's batch against the sandbox,
+/// The manager's edits win, through lead-sync's batch against the sandbox,
 /// without change watching: a manager sets one lead to JUNK and renames another; each
 /// customer's next event arrives one second later and changes status and name; both leads keep
 /// what the manager set (the event reads the lead before it touches a manager's field), the
