@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use shared::events::{Hotness, LeadEvent, LeadEventProducer, LeadStatus};
 use shared::tenant::TenantId;
 use teleagent_tests::harness::{self, TestEnv};
+use teleagent_tests::local::function::{self, FunctionEnv};
 use teleagent_tests::local::poller::{self, Poller, PollerOptions};
 use teleagent_tests::local::runtime_api::{InvocationResult, RuntimeApi};
 use teleagent_tests::sandbox::{Sandbox, SandboxConfig};
@@ -191,51 +192,27 @@ fn lambda_env(
     queue_url: &str,
     dlq_url: &str,
 ) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = vec![
-        ("AWS_LAMBDA_RUNTIME_API", api.address()),
-        ("AWS_LAMBDA_FUNCTION_NAME", function.to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-        (
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/{function}"),
-        ),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", "bench".into()),
-        ("AWS_LAMBDA_LOG_LEVEL", "WARN".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_DEFAULT_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_ENDPOINT_URL", aws_endpoint.to_owned()),
-        ("TABLE_NAME", env.table.clone()),
-        ("KMS_KEY_ID", env.key_id.clone()),
-        ("LEAD_QUEUE_URL", queue_url.to_owned()),
-        ("DEAD_LETTER_QUEUE_URL", dlq_url.to_owned()),
-        ("WATCH_QUEUE_URL", env.watch_queue_url.clone()),
-        ("LEAD_CHANGES_QUEUE_URL", env.changes_queue_url.clone()),
-        ("LEAD_QUEUE_MAX_RECEIVE_COUNT", "5".into()),
-        ("MCP_ALLOW_LOOPBACK", "true".into()),
-        ("_HANDLER", "bootstrap".into()),
-        ("LAMBDA_TASK_ROOT", "/var/task".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    if let Ok(path) = std::env::var("PATH") {
-        v.push(("PATH".into(), path));
-    }
-    v
+    function::lambda_env(
+        function,
+        &FunctionEnv {
+            runtime_api: api.address(),
+            aws_endpoint,
+            table: &env.table,
+            key_id: &env.key_id,
+            queue_url,
+            dlq_url,
+            watch_queue_url: Some(&env.watch_queue_url),
+            changes_queue_url: Some(&env.changes_queue_url),
+            max_receive: 5,
+            log_level: "warn",
+            log_stream: "bench",
+            extra: Vec::new(),
+        },
+    )
 }
 
-fn spawn_function(bin: &Path, env: &[(String, String)]) -> std::io::Result<tokio::process::Child> {
-    tokio::process::Command::new(bin)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
+fn spawn_function(bin: &Path, env: &[(String, String)]) -> Result<tokio::process::Child, String> {
+    function::spawn_function(bin, env, None)
 }
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
@@ -262,32 +239,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// An API Gateway HTTP API (payload v2) event with JWT authorizer claims, as API Gateway sends it.
 fn apigw_event(method: &str, route: &str, tenant: &str, body: Option<Value>) -> Value {
-    let path = format!("/api/bitrix-mcp/{route}");
-    json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {path}"),
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json", "host": "api.example.com"},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "bench",
-            "authorizer": {"jwt": {"claims": {"tenant_id": tenant, "sub": "bench-user"}, "scopes": null}},
-            "domainName": "api.example.com",
-            "domainPrefix": "api",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
-                     "sourceIp": "127.0.0.1", "userAgent": "bench"},
-            "requestId": uuid::Uuid::new_v4().to_string(),
-            "routeKey": format!("{method} {path}"),
-            "stage": "$default",
-            "time": "24/Nov/2026:22:00:00 +0000",
-            "timeEpoch": 1_795_000_000_000u64
-        },
-        "body": body.map(|b| b.to_string()),
-        "isBase64Encoded": false
-    })
+    function::apigw_event(method, route, tenant, body, "bench")
 }
 
 fn sqs_event(queue_arn: &str, bodies: &[(String, String)]) -> Value {
