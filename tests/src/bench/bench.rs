@@ -15,9 +15,18 @@
 //!    (the stand-in event source mapping) into release `lead-sync` processes, against the sandbox
 //!    at 2 req/s, depth 50. AWS calls are counted by a small proxy in front of moto_server that
 //!    reads each request's `X-Amz-Target`; Bitrix24 calls by the sandbox.
+//! 3. The many-tenant scale run (`scale.rs`): 50 portals x 20 customers x 5 events arriving over
+//!    time, through `--scale-concurrency` lead-sync processes, clean and then with two portals
+//!    misbehaving; throughput, portal-side event-to-lead latency, each portal's share of its rate
+//!    limit, USD per million events, and PASS/FAIL checks (a FAIL makes `bench` exit non-zero).
 //!
 //! Usage: bench [--starts 20] [--warm 10] [--events 500] [--skip-functions] [--skip-stream]
 //!   [--bin-dir target/release] [--out target/bench.json] [--concurrency 2]
+//!   [--skip-scale] [--skip-scale-faults] [--scale-portals 50] [--scale-customers 20]
+//!   [--scale-events 5] [--scale-window-secs 120] [--scale-gap-secs 10] [--scale-concurrency 4]
+//!   [--scale-slow-ms 2000] [--scale-outage-secs 60] [--scale-timeout-secs 900]
+
+mod scale;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +67,7 @@ struct Args {
     bin_dir: PathBuf,
     out: PathBuf,
     concurrency: usize,
+    scale: scale::ScaleArgs,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -71,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
         bin_dir: root.join("target/release"),
         out: root.join("target/bench.json"),
         concurrency: 2,
+        scale: scale::ScaleArgs::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -85,6 +96,7 @@ fn parse_args() -> Result<Args, String> {
             "--skip-stream" => a.stream = false,
             "--bin-dir" => a.bin_dir = PathBuf::from(value()?),
             "--out" => a.out = PathBuf::from(value()?),
+            other if a.scale.flag(other, &mut value)? => {}
             other => {
                 return Err(format!(
                     "unknown argument {other:?} (see the source header)"
@@ -1035,11 +1047,21 @@ async fn main() -> ExitCode {
             }
         }
     }
+    let mut checks_failed = false;
+    if args.scale.run {
+        let (s, pass) = scale::run(&ctx, &args.bin_dir, &args.scale).await;
+        report["scale"] = s;
+        checks_failed |= !pass;
+    }
     let text = serde_json::to_string_pretty(&report).unwrap_or_default();
     if let Err(e) = std::fs::write(&args.out, text) {
         eprintln!("bench: cannot write {}: {e}", args.out.display());
         return ExitCode::FAILURE;
     }
     eprintln!("\nbench: wrote {}", args.out.display());
+    if checks_failed {
+        eprintln!("bench: a scale check FAILED (see above)");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
