@@ -4,8 +4,10 @@
 //! the custom qualified status) and connected through the release `bitrix-connect` binary as the
 //! stream is; `--scale-customers` customers each (20) with `--scale-events` events each (5).
 //! Events arrive as conversations do: each customer starts at a point spread over
-//! `--scale-window-secs` (120) and writes again `--scale-gap-secs` (10, +-25 %) later; each
-//! event's `occurred_at` is the moment it is published. Every event raises the customer's score
+//! `--scale-window-secs` (300) and writes again `--scale-gap-secs` (20, +-25 %) later; each
+//! event's `occurred_at` is the moment it is published. (That is about 17 events/s at the peak:
+//! moto on this 2-core machine keeps up with it, while at about 40 events/s a backlog builds and
+//! moto's FIFO sends and receives slow down with it, so the run would measure moto.) Every event raises the customer's score
 //! (so each one has a visible effect), the status moves forward (new, contacted, qualified) and
 //! one in five carries a note. The poller plays the event source mapping with
 //! `--scale-concurrency` loops (4) into as many release `lead-sync` processes, whose AWS
@@ -32,6 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,8 +71,8 @@ impl Default for ScaleArgs {
             portals: 50,
             customers: 20,
             events: 5,
-            window_secs: 120.0,
-            gap_secs: 10.0,
+            window_secs: 300.0,
+            gap_secs: 20.0,
             concurrency: 4,
             slow_ms: 2000,
             outage_secs: 60.0,
@@ -281,19 +284,49 @@ fn now_ms() -> u64 {
 // ---------------------------------------------------------------------------------------------
 // lead-sync invocations, timed as Lambda bills them (handler start to answer).
 
+/// One lead-sync invocation: when it started (ms since the Unix epoch), how long it took, and
+/// the tenants and event ids of its batch.
+#[derive(Clone)]
+struct Invocation {
+    start_ms: u64,
+    ms: f64,
+    tenants: Vec<String>,
+    event_ids: Vec<String>,
+}
+
 struct TimedInvoker {
     api: Arc<RuntimeApi>,
-    durations_ms: Arc<Mutex<Vec<f64>>>,
+    log: Arc<Mutex<Vec<Invocation>>>,
 }
 
 impl Invoker for TimedInvoker {
     async fn invoke(&self, event: Value) -> Result<Value, InvokeError> {
+        let mut tenants = Vec::new();
+        let mut event_ids = Vec::new();
+        for r in event["Records"].as_array().into_iter().flatten() {
+            if let Some(g) = r["attributes"]["MessageGroupId"].as_str() {
+                tenants.push(g.split(':').next().unwrap_or_default().to_owned());
+            }
+            let body: Value = r["body"]
+                .as_str()
+                .and_then(|b| serde_json::from_str(b).ok())
+                .unwrap_or(Value::Null);
+            if let Some(id) = body["event_id"].as_str() {
+                event_ids.push(id.to_owned());
+            }
+        }
+        let start_ms = now_ms();
         let t = Instant::now();
         let r = Invoker::invoke(&self.api, event).await;
-        self.durations_ms
+        self.log
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(t.elapsed().as_secs_f64() * 1000.0);
+            .push(Invocation {
+                start_ms,
+                ms: t.elapsed().as_secs_f64() * 1000.0,
+                tenants,
+                event_ids,
+            });
         r
     }
 }
@@ -449,13 +482,13 @@ async fn run_once(
     for _ in 0..a.concurrency {
         children.push(spawn_function(&bin_dir.join("lead-sync"), &env)?);
     }
-    let durations = Arc::new(Mutex::new(Vec::new()));
+    let invocations_log = Arc::new(Mutex::new(Vec::new()));
     let poller = Poller::new(
         sqs.clone(),
         queue_url.clone(),
         TimedInvoker {
             api: api.clone(),
-            durations_ms: durations.clone(),
+            log: invocations_log.clone(),
         },
         PollerOptions {
             concurrency: a.concurrency,
@@ -467,10 +500,13 @@ async fn run_once(
     .map_err(|e| e.to_string())?;
     let stats = poller.stats();
 
-    let plan = build_plan(a);
+    let plan = Arc::new(build_plan(a));
     let n_events = plan.len();
     let occurred: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; n_events]));
+    let event_ids: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(vec![String::new(); n_events]));
     let publish_errors: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let published = Arc::new(AtomicUsize::new(0));
+    let publish_done: Arc<Mutex<Option<Duration>>> = Arc::new(Mutex::new(None));
     let producer = LeadEventProducer::new(sqs.clone(), queue_url.clone());
 
     // Misbehaviour starts with the first publish.
@@ -494,17 +530,24 @@ async fn run_once(
     }
 
     let publisher = {
+        let plan = plan.clone();
         let occurred = occurred.clone();
+        let event_ids = event_ids.clone();
         let errors = publish_errors.clone();
         let tenants = tenants.clone();
+        let published = published.clone();
+        let publish_done = publish_done.clone();
         async move {
             let mut sends = Vec::new();
-            for (i, e) in plan.iter().enumerate() {
+            for i in 0..plan.len() {
+                let e = &plan[i];
                 tokio::time::sleep_until(tokio::time::Instant::from_std(t0 + e.at)).await;
                 let ev = event_for(&tenants[e.portal], e);
+                event_ids.lock().unwrap_or_else(|p| p.into_inner())[i] = ev.event_id.clone();
                 let producer = producer.clone();
                 let occurred = occurred.clone();
                 let errors = errors.clone();
+                let published = published.clone();
                 sends.push(tokio::spawn(async move {
                     let mut last = String::new();
                     for _ in 0..5 {
@@ -512,6 +555,7 @@ async fn run_once(
                             Ok(()) => {
                                 occurred.lock().unwrap_or_else(|p| p.into_inner())[i] =
                                     unix_ms(ev.occurred_at);
+                                published.fetch_add(1, Ordering::Relaxed);
                                 return;
                             }
                             Err(err) => last = err.to_string(),
@@ -527,7 +571,7 @@ async fn run_once(
             for s in sends {
                 let _ = s.await;
             }
-            plan
+            *publish_done.lock().unwrap_or_else(|p| p.into_inner()) = Some(t0.elapsed());
         }
     };
 
@@ -536,17 +580,10 @@ async fn run_once(
         let _ = stop_rx.await;
     });
     let deadline = Duration::from_secs(a.timeout_secs);
+    let mut max_depth = 0u64;
     let watch = async {
-        let (plan, published_at) = {
-            let plan = publisher.await;
-            (plan, t0.elapsed())
-        };
-        eprintln!(
-            "scale[{label}]: {} events published in {:.0} s",
-            n_events,
-            published_at.as_secs_f64()
-        );
-        // Wait until every customer's lead shows its last event, and the queue is empty.
+        // Until every customer's lead shows its last event, everything is published and the
+        // queue is empty.
         let last_of: HashMap<(usize, usize), &Planned> = plan
             .iter()
             .filter(|e| e.k + 1 == a.events)
@@ -554,6 +591,7 @@ async fn run_once(
             .collect();
         let mut last_print = Instant::now();
         let finished = loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
             let mut done = 0usize;
             for (p, portal) in portals.iter().enumerate() {
                 for l in portal.leads() {
@@ -578,29 +616,40 @@ async fn run_once(
             let depth = poller::queue_depth(sqs, &queue_url)
                 .await
                 .unwrap_or(u64::MAX);
+            if depth != u64::MAX {
+                max_depth = max_depth.max(depth);
+            }
+            let all_published = publish_done
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some();
             if last_print.elapsed() > Duration::from_secs(15) {
                 let s = stats.snapshot();
                 eprintln!(
-                    "scale[{label}]: {:>4.0} s  customers done {done}/{}  queue {depth}  invocations {}  failed items {}",
+                    "scale[{label}]: {:>4.0} s  published {}/{n_events}  customers done {done}/{}  queue {depth}  invocations {}  failed items {}",
                     t0.elapsed().as_secs_f64(),
+                    published.load(Ordering::Relaxed),
                     last_of.len(),
                     s.invocations,
                     s.items_failed
                 );
                 last_print = Instant::now();
             }
-            if done >= last_of.len() && depth == 0 {
+            if all_published && done >= last_of.len() && depth == 0 {
                 break true;
             }
             if t0.elapsed() > deadline {
                 break false;
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
         };
         let _ = stop_tx.send(());
-        (plan, published_at, finished)
+        finished
     };
-    let (_, (plan, published_at, finished)) = tokio::join!(run, watch);
+    let (_, (), finished) = tokio::join!(run, publisher, watch);
+    let published_at = publish_done
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_default();
     let wall = t0.elapsed();
     for mut c in children {
         let _ = c.kill().await;
@@ -609,6 +658,21 @@ async fn run_once(
 
     // ---- Figures.
     let occurred = occurred.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let event_ids = event_ids.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let inv_log = invocations_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut first_invoked: HashMap<&str, u64> = HashMap::new();
+    for inv in &inv_log {
+        for id in &inv.event_ids {
+            let e = first_invoked.entry(id.as_str()).or_insert(inv.start_ms);
+            *e = (*e).min(inv.start_ms);
+        }
+    }
+    // Per portal: (queue wait = first invocation - occurred_at, in lead-sync = landed - first
+    // invocation), seconds.
+    let mut split_by_portal: Vec<Vec<(f64, f64)>> = vec![Vec::new(); a.portals];
     let mut latency_by_portal: Vec<Vec<f64>> = vec![Vec::new(); a.portals];
     let mut lost = 0usize;
     let mut lost_examples = Vec::new();
@@ -685,6 +749,12 @@ async fn run_once(
                 match landed {
                     Some(w) if occurred[i] > 0 => {
                         last_landing_ms = last_landing_ms.max(w.at_ms);
+                        if let Some(inv) = first_invoked.get(event_ids[i].as_str()) {
+                            split_by_portal[p].push((
+                                inv.saturating_sub(occurred[i]) as f64 / 1000.0,
+                                w.at_ms.saturating_sub(*inv) as f64 / 1000.0,
+                            ));
+                        }
                         latency_by_portal[p]
                             .push(w.at_ms.saturating_sub(occurred[i]) as f64 / 1000.0);
                     }
@@ -718,8 +788,8 @@ async fn run_once(
             "tenant": tenants[p].as_str(),
             "misbehaving": misbehaving.iter().find(|(i, _)| *i == p).map(|(_, w)| *w),
             "tools_call": calls.tools_call,
-            "calls_per_s": calls.tools_call as f64 / secs,
-            "rate_share": calls.tools_call as f64 / secs / PORTAL_RATE,
+            "calls_per_s": Value::Null,
+            "rate_share": Value::Null,
             "bucket_refusals": refused,
             "replayed_bucket_max_level": max_level,
             "over_limit": over,
@@ -733,6 +803,12 @@ async fn run_once(
     }
     let all_lat = sorted(latency_by_portal.iter().flatten().copied().collect());
     let run_secs = (last_landing_ms.saturating_sub(t0_ms) as f64 / 1000.0).max(0.001);
+    // Calls/s over the run (first publish to last landing write) against the portal's rate.
+    for row in &mut per_portal {
+        let calls = row["tools_call"].as_f64().unwrap_or(0.0);
+        row["calls_per_s"] = json!(calls / run_secs);
+        row["rate_share"] = json!(calls / run_secs / PORTAL_RATE);
+    }
     let shares = sorted(
         per_portal
             .iter()
@@ -741,7 +817,53 @@ async fn run_once(
     );
     let dlq = poller::queue_depth(sqs, &dlq_url).await.unwrap_or(0);
     let s = stats.snapshot();
-    let durs = durations.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let durs: Vec<f64> = inv_log.iter().map(|i| i.ms).collect();
+    // Where the consumers' time went: invocations whose batch held a misbehaving portal's event.
+    let bad_tenants: Vec<&str> = misbehaving
+        .iter()
+        .filter_map(|(i, _)| tenants.get(*i).map(TenantId::as_str))
+        .collect();
+    let (mut bad_n, mut bad_ms, mut bad_others) = (0usize, 0.0f64, 0usize);
+    for inv in &inv_log {
+        if inv
+            .tenants
+            .iter()
+            .any(|t| bad_tenants.contains(&t.as_str()))
+        {
+            bad_n += 1;
+            bad_ms += inv.ms;
+            bad_others += inv
+                .tenants
+                .iter()
+                .filter(|t| !bad_tenants.contains(&t.as_str()))
+                .count();
+        }
+    }
+    let all_ms: f64 = durs.iter().sum();
+    let batch_sizes: f64 = inv_log.iter().map(|i| i.tenants.len() as f64).sum();
+    let others_split: Vec<(f64, f64)> = split_by_portal
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !misbehaving.iter().any(|(m, _)| m == i))
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect();
+    let waits = sorted(others_split.iter().map(|x| x.0).collect());
+    let inside = sorted(others_split.iter().map(|x| x.1).collect());
+    let consumers = json!({
+        "invocations": inv_log.len(),
+        "mean_batch_size": if inv_log.is_empty() { 0.0 } else { batch_sizes / inv_log.len() as f64 },
+        "busy_share_of_consumer_time": all_ms / 1000.0 / (a.concurrency as f64 * secs),
+        "with_misbehaving_portal": {"invocations": bad_n, "busy_s": bad_ms / 1000.0,
+            "share_of_consumer_time": bad_ms / 1000.0 / (a.concurrency as f64 * secs),
+            "mean_ms": if bad_n == 0 { 0.0 } else { bad_ms / bad_n as f64 },
+            "other_tenants_events_in_those_batches": bad_others},
+        "without": {"invocations": inv_log.len() - bad_n, "busy_s": (all_ms - bad_ms) / 1000.0,
+            "mean_ms": if inv_log.len() == bad_n { 0.0 } else { (all_ms - bad_ms) / (inv_log.len() - bad_n) as f64 }},
+        "well_behaved_portals_latency_split_s": {
+            "queue_wait_p50": pct(&waits, 50.0), "queue_wait_p95": pct(&waits, 95.0),
+            "in_lead_sync_p50": pct(&inside, 50.0), "in_lead_sync_p95": pct(&inside, 95.0),
+            "what": "queue wait = first lead-sync invocation holding the event - occurred_at; in lead-sync = landing write - that invocation's start"},
+    });
     let parked: u64 = {
         let mut n = 0;
         for t in &tenants {
@@ -868,6 +990,7 @@ async fn run_once(
         "arrival": {"window_s": a.window_secs, "gap_s": a.gap_secs, "published_in_s": published_at.as_secs_f64(),
                     "occurred_at": "the moment each event is published"},
         "lead_sync_processes": a.concurrency,
+        "max_queue_depth": max_depth,
         "poller_loops": a.concurrency,
         "portal_bucket": {"rate_per_s": PORTAL_RATE, "depth": PORTAL_DEPTH},
         "setup_s": connect_secs,
@@ -881,6 +1004,7 @@ async fn run_once(
         "tools_call": tools_call_total,
         "tools_call_per_event": tools_call_total as f64 / n,
         "poller": s,
+        "consumers": consumers,
         "parked_left": parked,
         "dead_lettered": dlq,
         "misbehaving": misb,
@@ -976,6 +1100,27 @@ fn print_run(r: &Value) {
                 .unwrap_or_default()
         );
     }
+    let c = &r["consumers"];
+    let w = &c["well_behaved_portals_latency_split_s"];
+    eprintln!(
+        "  consumers: {} invocations (mean batch {:.2}), busy {:.0}% of {} loops' time; batches holding a misbehaving portal's event: {} ({:.0}% of consumer time, mean {:.0} ms, {} other tenants' events in them); the rest mean {:.0} ms",
+        c["invocations"],
+        f(&c["mean_batch_size"]),
+        f(&c["busy_share_of_consumer_time"]) * 100.0,
+        r["poller_loops"],
+        c["with_misbehaving_portal"]["invocations"],
+        f(&c["with_misbehaving_portal"]["share_of_consumer_time"]) * 100.0,
+        f(&c["with_misbehaving_portal"]["mean_ms"]),
+        c["with_misbehaving_portal"]["other_tenants_events_in_those_batches"],
+        f(&c["without"]["mean_ms"])
+    );
+    eprintln!(
+        "  well-behaved portals' latency split: queue wait p50 {:.2} s p95 {:.2} s; in lead-sync p50 {:.2} s p95 {:.2} s",
+        f(&w["queue_wait_p50"]),
+        f(&w["queue_wait_p95"]),
+        f(&w["in_lead_sync_p50"]),
+        f(&w["in_lead_sync_p95"])
+    );
     eprintln!(
         "  parked left {}  dead-lettered {}  poller: {}",
         r["parked_left"], r["dead_lettered"], r["poller"]
