@@ -251,6 +251,34 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// `n` release lead-sync processes on one local Runtime API, their AWS endpoint the counting proxy.
+async fn start_lead_sync(
+    ctx: &Ctx,
+    bin_dir: &Path,
+    queue_url: &str,
+    dlq_url: &str,
+    n: usize,
+) -> Result<(Arc<RuntimeApi>, Vec<tokio::process::Child>), String> {
+    let api = Arc::new(
+        RuntimeApi::start("lead-sync")
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let env = lambda_env(
+        "lead-sync",
+        &api,
+        &ctx.env,
+        &ctx.proxy_url,
+        queue_url,
+        dlq_url,
+    );
+    let mut children = Vec::new();
+    for _ in 0..n {
+        children.push(spawn_function(&bin_dir.join("lead-sync"), &env)?);
+    }
+    Ok((api, children))
+}
+
 fn apigw_event(method: &str, route: &str, tenant: &str, body: Option<Value>) -> Value {
     function::apigw_event(method, route, tenant, body, "bench")
 }
@@ -651,26 +679,8 @@ async fn run_stream(ctx: &Ctx, args: &Args) -> Result<Value, String> {
 
     ctx.sandbox.reset_calls();
     let _ = ctx.proxy_counts();
-    let api = Arc::new(
-        RuntimeApi::start("lead-sync")
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-    let env = lambda_env(
-        "lead-sync",
-        &api,
-        &ctx.env,
-        &ctx.proxy_url,
-        &queue_url,
-        &dlq_url,
-    );
-    let mut children = Vec::new();
-    for _ in 0..args.concurrency {
-        children.push(
-            spawn_function(&args.bin_dir.join("lead-sync"), &env)
-                .map_err(|e| format!("spawn lead-sync: {e}"))?,
-        );
-    }
+    let (api, children) =
+        start_lead_sync(ctx, &args.bin_dir, &queue_url, &dlq_url, args.concurrency).await?;
     let poller = Poller::new(
         sqs.clone(),
         queue_url.clone(),

@@ -43,7 +43,7 @@ use shared::events::{Hotness, LeadEvent, LeadEventProducer, LeadStatus};
 use shared::tenant::TenantId;
 use teleagent_tests::local::poller::{self, InvokeError, Invoker, Poller, PollerOptions};
 use teleagent_tests::local::runtime_api::RuntimeApi;
-use teleagent_tests::sandbox::{Faults, Sandbox, SandboxConfig, SandboxPortal};
+use teleagent_tests::sandbox::{Faults, Sandbox, SandboxConfig, SandboxPortal, status_id};
 
 use crate::{Ctx, apigw_event, lambda_env, outcome_word, spawn_function};
 
@@ -211,17 +211,6 @@ fn status_of(k: usize, n: usize) -> LeadStatus {
         0 => LeadStatus::New,
         1 => LeadStatus::Contacted,
         _ => LeadStatus::Qualified,
-    }
-}
-
-/// The portal's STATUS_ID for a status (the portals have the custom qualified status).
-fn expected_status(s: LeadStatus) -> &'static str {
-    match s {
-        LeadStatus::New => "NEW",
-        LeadStatus::Contacted => "IN_PROCESS",
-        LeadStatus::Qualified => "UC_QUALIFIED",
-        LeadStatus::Won => "CONVERTED",
-        LeadStatus::Lost => "JUNK",
     }
 }
 
@@ -465,23 +454,8 @@ async fn run_once(
 
     // lead-sync processes and the poller.
     let _ = ctx.proxy_counts();
-    let api = Arc::new(
-        RuntimeApi::start("lead-sync")
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-    let env = lambda_env(
-        "lead-sync",
-        &api,
-        &ctx.env,
-        &ctx.proxy_url,
-        &queue_url,
-        &dlq_url,
-    );
-    let mut children = Vec::new();
-    for _ in 0..a.concurrency {
-        children.push(spawn_function(&bin_dir.join("lead-sync"), &env)?);
-    }
+    let (api, children) =
+        crate::start_lead_sync(ctx, bin_dir, &queue_url, &dlq_url, a.concurrency).await?;
     let invocations_log = Arc::new(Mutex::new(Vec::new()));
     let poller = Poller::new(
         sqs.clone(),
@@ -607,7 +581,7 @@ async fn run_once(
                     };
                     if let Some(e) = last_of.get(&(p, c))
                         && num_of(&l["UF_CRM_TELEAGENT_SCORE"]) == Some(f64::from(e.score))
-                        && l["STATUS_ID"] == expected_status(e.status)
+                        && l["STATUS_ID"] == status_id(e.status)
                     {
                         done += 1;
                     }
@@ -725,7 +699,7 @@ async fn run_once(
             let id = num_of(&lead["ID"]).map(|x| x as i64).unwrap_or(-1);
             if let Some(last) = idxs.last().map(|i| &plan[*i])
                 && (num_of(&lead["UF_CRM_TELEAGENT_SCORE"]) != Some(f64::from(last.score))
-                    || lead["STATUS_ID"] != expected_status(last.status))
+                    || lead["STATUS_ID"] != status_id(last.status))
             {
                 wrong_final += 1;
                 if lost_examples.len() < 5 {
@@ -734,7 +708,7 @@ async fn run_once(
                         lead["UF_CRM_TELEAGENT_SCORE"],
                         lead["STATUS_ID"],
                         last.score,
-                        expected_status(last.status)
+                        status_id(last.status)
                     ));
                 }
             }

@@ -46,7 +46,7 @@ use teleagent_tests::harness;
 use teleagent_tests::local::function::{self, FunctionEnv, lambda_env, spawn_function};
 use teleagent_tests::local::poller::{self, Poller, PollerOptions};
 use teleagent_tests::local::runtime_api::{InvocationResult, RuntimeApi};
-use teleagent_tests::sandbox::{Faults, Sandbox, SandboxConfig};
+use teleagent_tests::sandbox::{Faults, Sandbox, SandboxConfig, status_id};
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -163,17 +163,6 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// The portal's STATUS_ID for a status (the sandbox runs with the custom qualified status).
-fn expected_status(s: LeadStatus) -> &'static str {
-    match s {
-        LeadStatus::New => "NEW",
-        LeadStatus::Contacted => "IN_PROCESS",
-        LeadStatus::Qualified => "UC_QUALIFIED",
-        LeadStatus::Won => "CONVERTED",
-        LeadStatus::Lost => "JUNK",
-    }
 }
 
 /// Events per customer: `events` split as evenly as possible.
@@ -887,7 +876,7 @@ async fn run(args: &Args) -> Result<(Value, bool), String> {
             ) {
                 let score = num_of(&lead["UF_CRM_TELEAGENT_SCORE"]);
                 let status = lead["STATUS_ID"].as_str().unwrap_or_default();
-                let want_status = last.event.lead.status.map(expected_status).unwrap_or("");
+                let want_status = last.event.lead.status.map(status_id).unwrap_or("");
                 if score != Some(f64::from(last.event.lead.score)) || status != want_status {
                     f.wrong_final_state += 1;
                     f.problems.push(format!(

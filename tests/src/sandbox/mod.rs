@@ -34,6 +34,19 @@ use tokio::sync::oneshot;
 pub use corpus::Catalogue;
 pub use portal::LeadWrite;
 
+/// The STATUS_ID the design's status map gives a lead status on a portal that has the custom
+/// `UC_QUALIFIED` status (`has_qualified_status`): what a lead must show after an event.
+pub fn status_id(s: shared::events::LeadStatus) -> &'static str {
+    use shared::events::LeadStatus;
+    match s {
+        LeadStatus::New => "NEW",
+        LeadStatus::Contacted => "IN_PROCESS",
+        LeadStatus::Qualified => "UC_QUALIFIED",
+        LeadStatus::Won => "CONVERTED",
+        LeadStatus::Lost => "JUNK",
+    }
+}
+
 /// The user id the manager's console edits as (the token's own user is `1`).
 pub const MANAGER_ID: &str = "7";
 pub use faults::Faults;
