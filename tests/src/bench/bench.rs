@@ -251,30 +251,21 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// `n` release lead-sync processes on one local Runtime API, their AWS endpoint the counting proxy.
-async fn start_lead_sync(
+/// `n` processes of the release function `name` on one local Runtime API, their AWS endpoint
+/// the counting proxy.
+async fn start_function(
     ctx: &Ctx,
     bin_dir: &Path,
+    name: &str,
     queue_url: &str,
     dlq_url: &str,
     n: usize,
 ) -> Result<(Arc<RuntimeApi>, Vec<tokio::process::Child>), String> {
-    let api = Arc::new(
-        RuntimeApi::start("lead-sync")
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-    let env = lambda_env(
-        "lead-sync",
-        &api,
-        &ctx.env,
-        &ctx.proxy_url,
-        queue_url,
-        dlq_url,
-    );
+    let api = Arc::new(RuntimeApi::start(name).await.map_err(|e| e.to_string())?);
+    let env = lambda_env(name, &api, &ctx.env, &ctx.proxy_url, queue_url, dlq_url);
     let mut children = Vec::new();
     for _ in 0..n {
-        children.push(spawn_function(&bin_dir.join("lead-sync"), &env)?);
+        children.push(spawn_function(&bin_dir.join(name), &env)?);
     }
     Ok((api, children))
 }
@@ -622,19 +613,15 @@ async fn run_stream(ctx: &Ctx, args: &Args) -> Result<Value, String> {
     let seeded = customers.iter().filter(|c| c.in_portal).count();
     // Connect through the release connect binary (the real path), then wait out the burst the
     // live check used so the stream starts with a full portal bucket.
-    let api = RuntimeApi::start("bitrix-connect")
-        .await
-        .map_err(|e| e.to_string())?;
-    let env = lambda_env(
+    let (api, children) = start_function(
+        ctx,
+        &args.bin_dir,
         "bitrix-connect",
-        &api,
-        &ctx.env,
-        &ctx.proxy_url,
         &queue_url,
         &dlq_url,
-    );
-    let mut child = spawn_function(&args.bin_dir.join("bitrix-connect"), &env)
-        .map_err(|e| format!("spawn connect: {e}"))?;
+        1,
+    )
+    .await?;
     let token = ctx.sandbox.issue_token(true);
     let res = api
         .invoke(
@@ -648,7 +635,9 @@ async fn run_stream(ctx: &Ctx, args: &Args) -> Result<Value, String> {
         )
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let _ = child.kill().await;
+    for mut c in children {
+        let _ = c.kill().await;
+    }
     let connect_answer = outcome_word(&res);
     if connect_answer != "http 200" {
         return Err(format!("connect answered {connect_answer}: {res:?}"));
@@ -679,8 +668,15 @@ async fn run_stream(ctx: &Ctx, args: &Args) -> Result<Value, String> {
 
     ctx.sandbox.reset_calls();
     let _ = ctx.proxy_counts();
-    let (api, children) =
-        start_lead_sync(ctx, &args.bin_dir, &queue_url, &dlq_url, args.concurrency).await?;
+    let (api, children) = start_function(
+        ctx,
+        &args.bin_dir,
+        "lead-sync",
+        &queue_url,
+        &dlq_url,
+        args.concurrency,
+    )
+    .await?;
     let poller = Poller::new(
         sqs.clone(),
         queue_url.clone(),

@@ -45,7 +45,7 @@ use teleagent_tests::local::poller::{self, InvokeError, Invoker, Poller, PollerO
 use teleagent_tests::local::runtime_api::RuntimeApi;
 use teleagent_tests::sandbox::{Faults, Sandbox, SandboxConfig, SandboxPortal, status_id};
 
-use crate::{Ctx, apigw_event, lambda_env, outcome_word, spawn_function};
+use crate::{Ctx, apigw_event, outcome_word};
 
 /// The scale run's sizes (flags of `bench`).
 #[derive(Clone, Debug)]
@@ -406,41 +406,35 @@ async fn run_once(
     }
 
     // Connect every tenant through the release connect binary, as the stream does.
-    let api = RuntimeApi::start("bitrix-connect")
-        .await
-        .map_err(|e| e.to_string())?;
-    let env = lambda_env(
-        "bitrix-connect",
-        &api,
-        &ctx.env,
-        &ctx.proxy_url,
-        &queue_url,
-        &dlq_url,
-    );
-    let mut child = spawn_function(&bin_dir.join("bitrix-connect"), &env)?;
+    let (api, children) =
+        crate::start_function(ctx, bin_dir, "bitrix-connect", &queue_url, &dlq_url, 1).await?;
     let mut tokens = Vec::new();
     for (t, portal) in tenants.iter().zip(&portals) {
         let token = portal.issue_token(true);
-        let res = api
-            .invoke(
-                apigw_event(
-                    "POST",
-                    "connect",
-                    t.as_str(),
-                    Some(json!({"mcp_token": token, "mcp_url": portal.mcp_url()})),
-                ),
-                Duration::from_secs(60),
-            )
-            .await
-            .map_err(|e| format!("connect {t}: {e}"))?;
+        let res = RuntimeApi::invoke(
+            &api,
+            apigw_event(
+                "POST",
+                "connect",
+                t.as_str(),
+                Some(json!({"mcp_token": token, "mcp_url": portal.mcp_url()})),
+            ),
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| format!("connect {t}: {e}"))?;
         let answer = outcome_word(&res);
         if answer != "http 200" {
-            let _ = child.kill().await;
+            for mut c in children {
+                let _ = c.kill().await;
+            }
             return Err(format!("connect {t} answered {answer}: {res:?}"));
         }
         tokens.push(token);
     }
-    let _ = child.kill().await;
+    for mut c in children {
+        let _ = c.kill().await;
+    }
     // The live checks used a few calls of each bucket; start on drained buckets.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for p in &portals {
@@ -454,8 +448,15 @@ async fn run_once(
 
     // lead-sync processes and the poller.
     let _ = ctx.proxy_counts();
-    let (api, children) =
-        crate::start_lead_sync(ctx, bin_dir, &queue_url, &dlq_url, a.concurrency).await?;
+    let (api, children) = crate::start_function(
+        ctx,
+        bin_dir,
+        "lead-sync",
+        &queue_url,
+        &dlq_url,
+        a.concurrency,
+    )
+    .await?;
     let invocations_log = Arc::new(Mutex::new(Vec::new()));
     let poller = Poller::new(
         sqs.clone(),
