@@ -932,6 +932,10 @@ async fn portals_are_apart_in_leads_buckets_faults_and_counters() {
     // The same over the admin API.
     let http = reqwest::Client::new();
     let admin = |p: &str| format!("{}/admin/{p}", sb.base_url());
+    let get = |p: &str| {
+        let r = http.get(admin(p)).send();
+        async move { r.await.unwrap().json::<Value>().await.unwrap() }
+    };
     let added: Value = http
         .post(admin("portals"))
         .json(&json!({"bucket_depth": 1}))
@@ -974,33 +978,12 @@ async fn portals_are_apart_in_leads_buckets_faults_and_counters() {
         c.request("tools/list", json!({})).await.status(),
         StatusCode::INTERNAL_SERVER_ERROR
     );
-    let calls: Value = http
-        .get(admin("portals/3/calls"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let calls = get("portals/3/calls").await;
     assert_eq!(calls["tools_call"], 2);
     assert_eq!(calls["by_outcome"]["fault_5xx"], 1);
-    let leads: Value = http
-        .get(admin("portals/3/leads"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let leads = get("portals/3/leads").await;
     assert_eq!(leads.as_array().unwrap().len(), 1);
-    let writes: Value = http
-        .get(admin("portals/3/writes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let writes = get("portals/3/writes").await;
     assert_eq!(writes[0]["method"], "crm.lead.add");
     assert_eq!(
         http.get(admin("portals/9/calls"))
