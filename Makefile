@@ -34,13 +34,15 @@ demo:
 dev:
 	bash infra/local.sh dev
 
-## Benchmark (not a test; takes several minutes): cold start, size, warm latency, memory per
-## function; lead-sync over the 500-event stream. Prints a table, writes target/bench.json.
+## Benchmark (not a test; takes about 25 minutes): cold start, size, warm latency, memory per
+## function; lead-sync over the 500-event stream; the many-tenant scale run (50 portals, 5,000
+## events, clean and with two portals misbehaving). Prints tables, writes target/bench.json, fails
+## when a scale check fails. `make bench BENCH_ARGS="--skip-scale"` or "--scale-portals 5" etc.
 bench:
 	bash infra/stack.sh up >/dev/null
 	cargo build --release --locked -p bitrix-connect -p bitrix-test -p bitrix-disconnect -p bitrix-status -p lead-sync -p lead-watch
 	cargo build --release --locked -p teleagent-tests --bin bench --bin bare-runtime
-	./target/release/bench
+	./target/release/bench $(BENCH_ARGS)
 
 ## Soak (not a test; takes several minutes): 1,000 events over 50 customers and 5 tenants through
 ## release lead-sync with 10 % AWS and Bitrix24 faults, a portal outage, a revoked token; checks

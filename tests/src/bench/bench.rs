@@ -15,13 +15,22 @@
 //!    (the stand-in event source mapping) into release `lead-sync` processes, against the sandbox
 //!    at 2 req/s, depth 50. AWS calls are counted by a small proxy in front of moto_server that
 //!    reads each request's `X-Amz-Target`; Bitrix24 calls by the sandbox.
+//! 3. The many-tenant scale run (`scale.rs`): 50 portals x 20 customers x 5 events arriving over
+//!    time, through `--scale-concurrency` lead-sync processes, clean and then with two portals
+//!    misbehaving; throughput, portal-side event-to-lead latency, each portal's share of its rate
+//!    limit, USD per million events, and PASS/FAIL checks (a FAIL makes `bench` exit non-zero).
 //!
 //! Usage: bench [--starts 20] [--warm 10] [--events 500] [--skip-functions] [--skip-stream]
 //!   [--bin-dir target/release] [--out target/bench.json] [--concurrency 2]
+//!   [--skip-scale] [--skip-scale-faults] [--scale-portals 50] [--scale-customers 20]
+//!   [--scale-events 5] [--scale-window-secs 300] [--scale-gap-secs 20] [--scale-concurrency 4]
+//!   [--scale-slow-ms 2000] [--scale-outage-secs 60] [--scale-timeout-secs 900]
+
+mod scale;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +43,7 @@ use serde_json::{Value, json};
 use shared::events::{Hotness, LeadEvent, LeadEventProducer, LeadStatus};
 use shared::tenant::TenantId;
 use teleagent_tests::harness::{self, TestEnv};
+use teleagent_tests::local::function::{self, FunctionEnv};
 use teleagent_tests::local::poller::{self, Poller, PollerOptions};
 use teleagent_tests::local::runtime_api::{InvocationResult, RuntimeApi};
 use teleagent_tests::sandbox::{Sandbox, SandboxConfig};
@@ -57,6 +67,7 @@ struct Args {
     bin_dir: PathBuf,
     out: PathBuf,
     concurrency: usize,
+    scale: scale::ScaleArgs,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -70,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
         bin_dir: root.join("target/release"),
         out: root.join("target/bench.json"),
         concurrency: 2,
+        scale: scale::ScaleArgs::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -84,6 +96,7 @@ fn parse_args() -> Result<Args, String> {
             "--skip-stream" => a.stream = false,
             "--bin-dir" => a.bin_dir = PathBuf::from(value()?),
             "--out" => a.out = PathBuf::from(value()?),
+            other if a.scale.flag(other, &mut value)? => {}
             other => {
                 return Err(format!(
                     "unknown argument {other:?} (see the source header)"
@@ -191,51 +204,27 @@ fn lambda_env(
     queue_url: &str,
     dlq_url: &str,
 ) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = vec![
-        ("AWS_LAMBDA_RUNTIME_API", api.address()),
-        ("AWS_LAMBDA_FUNCTION_NAME", function.to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-        (
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/{function}"),
-        ),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", "bench".into()),
-        ("AWS_LAMBDA_LOG_LEVEL", "WARN".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_DEFAULT_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_ENDPOINT_URL", aws_endpoint.to_owned()),
-        ("TABLE_NAME", env.table.clone()),
-        ("KMS_KEY_ID", env.key_id.clone()),
-        ("LEAD_QUEUE_URL", queue_url.to_owned()),
-        ("DEAD_LETTER_QUEUE_URL", dlq_url.to_owned()),
-        ("WATCH_QUEUE_URL", env.watch_queue_url.clone()),
-        ("LEAD_CHANGES_QUEUE_URL", env.changes_queue_url.clone()),
-        ("LEAD_QUEUE_MAX_RECEIVE_COUNT", "5".into()),
-        ("MCP_ALLOW_LOOPBACK", "true".into()),
-        ("_HANDLER", "bootstrap".into()),
-        ("LAMBDA_TASK_ROOT", "/var/task".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    if let Ok(path) = std::env::var("PATH") {
-        v.push(("PATH".into(), path));
-    }
-    v
+    function::lambda_env(
+        function,
+        &FunctionEnv {
+            runtime_api: api.address(),
+            aws_endpoint,
+            table: &env.table,
+            key_id: &env.key_id,
+            queue_url,
+            dlq_url,
+            watch_queue_url: Some(&env.watch_queue_url),
+            changes_queue_url: Some(&env.changes_queue_url),
+            max_receive: 5,
+            log_level: "warn",
+            log_stream: "bench",
+            extra: Vec::new(),
+        },
+    )
 }
 
-fn spawn_function(bin: &Path, env: &[(String, String)]) -> std::io::Result<tokio::process::Child> {
-    tokio::process::Command::new(bin)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
+fn spawn_function(bin: &Path, env: &[(String, String)]) -> Result<tokio::process::Child, String> {
+    function::spawn_function(bin, env, None)
 }
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
@@ -262,32 +251,27 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// An API Gateway HTTP API (payload v2) event with JWT authorizer claims, as API Gateway sends it.
+/// `n` processes of the release function `name` on one local Runtime API, their AWS endpoint
+/// the counting proxy.
+async fn start_function(
+    ctx: &Ctx,
+    bin_dir: &Path,
+    name: &str,
+    queue_url: &str,
+    dlq_url: &str,
+    n: usize,
+) -> Result<(Arc<RuntimeApi>, Vec<tokio::process::Child>), String> {
+    let api = Arc::new(RuntimeApi::start(name).await.map_err(|e| e.to_string())?);
+    let env = lambda_env(name, &api, &ctx.env, &ctx.proxy_url, queue_url, dlq_url);
+    let mut children = Vec::new();
+    for _ in 0..n {
+        children.push(spawn_function(&bin_dir.join(name), &env)?);
+    }
+    Ok((api, children))
+}
+
 fn apigw_event(method: &str, route: &str, tenant: &str, body: Option<Value>) -> Value {
-    let path = format!("/api/bitrix-mcp/{route}");
-    json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {path}"),
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json", "host": "api.example.com"},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "bench",
-            "authorizer": {"jwt": {"claims": {"tenant_id": tenant, "sub": "bench-user"}, "scopes": null}},
-            "domainName": "api.example.com",
-            "domainPrefix": "api",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
-                     "sourceIp": "127.0.0.1", "userAgent": "bench"},
-            "requestId": uuid::Uuid::new_v4().to_string(),
-            "routeKey": format!("{method} {path}"),
-            "stage": "$default",
-            "time": "24/Nov/2026:22:00:00 +0000",
-            "timeEpoch": 1_795_000_000_000u64
-        },
-        "body": body.map(|b| b.to_string()),
-        "isBase64Encoded": false
-    })
+    function::apigw_event(method, route, tenant, body, "bench")
 }
 
 fn sqs_event(queue_arn: &str, bodies: &[(String, String)]) -> Value {
@@ -629,19 +613,15 @@ async fn run_stream(ctx: &Ctx, args: &Args) -> Result<Value, String> {
     let seeded = customers.iter().filter(|c| c.in_portal).count();
     // Connect through the release connect binary (the real path), then wait out the burst the
     // live check used so the stream starts with a full portal bucket.
-    let api = RuntimeApi::start("bitrix-connect")
-        .await
-        .map_err(|e| e.to_string())?;
-    let env = lambda_env(
+    let (api, children) = start_function(
+        ctx,
+        &args.bin_dir,
         "bitrix-connect",
-        &api,
-        &ctx.env,
-        &ctx.proxy_url,
         &queue_url,
         &dlq_url,
-    );
-    let mut child = spawn_function(&args.bin_dir.join("bitrix-connect"), &env)
-        .map_err(|e| format!("spawn connect: {e}"))?;
+        1,
+    )
+    .await?;
     let token = ctx.sandbox.issue_token(true);
     let res = api
         .invoke(
@@ -655,7 +635,9 @@ async fn run_stream(ctx: &Ctx, args: &Args) -> Result<Value, String> {
         )
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let _ = child.kill().await;
+    for mut c in children {
+        let _ = c.kill().await;
+    }
     let connect_answer = outcome_word(&res);
     if connect_answer != "http 200" {
         return Err(format!("connect answered {connect_answer}: {res:?}"));
@@ -686,26 +668,15 @@ async fn run_stream(ctx: &Ctx, args: &Args) -> Result<Value, String> {
 
     ctx.sandbox.reset_calls();
     let _ = ctx.proxy_counts();
-    let api = Arc::new(
-        RuntimeApi::start("lead-sync")
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-    let env = lambda_env(
+    let (api, children) = start_function(
+        ctx,
+        &args.bin_dir,
         "lead-sync",
-        &api,
-        &ctx.env,
-        &ctx.proxy_url,
         &queue_url,
         &dlq_url,
-    );
-    let mut children = Vec::new();
-    for _ in 0..args.concurrency {
-        children.push(
-            spawn_function(&args.bin_dir.join("lead-sync"), &env)
-                .map_err(|e| format!("spawn lead-sync: {e}"))?,
-        );
-    }
+        args.concurrency,
+    )
+    .await?;
     let poller = Poller::new(
         sqs.clone(),
         queue_url.clone(),
@@ -1082,11 +1053,21 @@ async fn main() -> ExitCode {
             }
         }
     }
+    let mut checks_failed = false;
+    if args.scale.run {
+        let (s, pass) = scale::run(&ctx, &args.bin_dir, &args.scale).await;
+        report["scale"] = s;
+        checks_failed |= !pass;
+    }
     let text = serde_json::to_string_pretty(&report).unwrap_or_default();
     if let Err(e) = std::fs::write(&args.out, text) {
         eprintln!("bench: cannot write {}: {e}", args.out.display());
         return ExitCode::FAILURE;
     }
     eprintln!("\nbench: wrote {}", args.out.display());
+    if checks_failed {
+        eprintln!("bench: a scale check FAILED (see above)");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }

@@ -31,7 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,9 +43,10 @@ use shared::store::{Store, SyncStatus};
 use shared::tenant::TenantId;
 use teleagent_tests::aws_faults::{AfterDelay, AwsFaultProxy, FaultKind, FaultPlan, FaultRule};
 use teleagent_tests::harness;
+use teleagent_tests::local::function::{self, FunctionEnv, lambda_env, spawn_function};
 use teleagent_tests::local::poller::{self, Poller, PollerOptions};
 use teleagent_tests::local::runtime_api::{InvocationResult, RuntimeApi};
-use teleagent_tests::sandbox::{Faults, Sandbox, SandboxConfig};
+use teleagent_tests::sandbox::{Faults, Sandbox, SandboxConfig, status_id};
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -164,17 +165,6 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The portal's STATUS_ID for a status (the sandbox runs with the custom qualified status).
-fn expected_status(s: LeadStatus) -> &'static str {
-    match s {
-        LeadStatus::New => "NEW",
-        LeadStatus::Contacted => "IN_PROCESS",
-        LeadStatus::Qualified => "UC_QUALIFIED",
-        LeadStatus::Won => "CONVERTED",
-        LeadStatus::Lost => "JUNK",
-    }
-}
-
 /// Events per customer: `events` split as evenly as possible.
 fn build_stream(args: &Args, tenants: &[TenantId]) -> (Vec<Planned>, Vec<Invalid>, usize) {
     let n_t = tenants.len();
@@ -267,100 +257,42 @@ fn build_stream(args: &Args, tenants: &[TenantId]) -> (Vec<Planned>, Vec<Invalid
 }
 
 // ---------------------------------------------------------------------------------------------
-// Function processes on a local Lambda Runtime API (as bench.rs runs them).
+// Function processes on a local Lambda Runtime API (`teleagent_tests::local::function`).
 
-struct FnEnv<'a> {
-    api: &'a RuntimeApi,
+/// lead-sync's and connect's environment in this run.
+fn soak_env<'a>(
+    api: &RuntimeApi,
     aws_endpoint: &'a str,
-    table: &'a str,
-    key_id: &'a str,
-    queue_url: &'a str,
-    dlq_url: &'a str,
-    max_receive: u32,
-    log_level: &'a str,
-}
-
-fn lambda_env(function: &str, e: &FnEnv<'_>) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = vec![
-        ("AWS_LAMBDA_RUNTIME_API", e.api.address()),
-        ("AWS_LAMBDA_FUNCTION_NAME", function.to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-        (
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/{function}"),
-        ),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", "soak".into()),
-        ("AWS_LAMBDA_LOG_LEVEL", e.log_level.to_uppercase()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_DEFAULT_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_ENDPOINT_URL", e.aws_endpoint.to_owned()),
-        ("TABLE_NAME", e.table.to_owned()),
-        ("KMS_KEY_ID", e.key_id.to_owned()),
-        ("LEAD_QUEUE_URL", e.queue_url.to_owned()),
-        ("DEAD_LETTER_QUEUE_URL", e.dlq_url.to_owned()),
-        ("LEAD_QUEUE_MAX_RECEIVE_COUNT", e.max_receive.to_string()),
-        ("MCP_ALLOW_LOOPBACK", "true".into()),
+    r: &'a RunNames,
+    args: &'a Args,
+) -> FunctionEnv<'a> {
+    FunctionEnv {
+        runtime_api: api.address(),
+        aws_endpoint,
+        table: &r.table,
+        key_id: &r.key_id,
+        queue_url: &r.queue_url,
+        dlq_url: &r.dlq_url,
+        watch_queue_url: None,
+        changes_queue_url: None,
+        max_receive: args.max_receive,
+        log_level: &args.log_level,
+        log_stream: "soak",
         // Parked events on a working integration come back within the run, not in 5 minutes.
-        ("REPLAY_AFTER_PARK_SECS", "5".into()),
-        ("_HANDLER", "bootstrap".into()),
-        ("LAMBDA_TASK_ROOT", "/var/task".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    if let Ok(path) = std::env::var("PATH") {
-        v.push(("PATH".into(), path));
+        extra: vec![("REPLAY_AFTER_PARK_SECS".into(), "5".into())],
     }
-    v
 }
 
-fn spawn_function(
-    bin: &Path,
-    env: &[(String, String)],
-    log: &Path,
-) -> Result<tokio::process::Child, String> {
-    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-    tokio::process::Command::new(bin)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", bin.display()))
+/// The run's table, key and queues.
+struct RunNames {
+    table: String,
+    key_id: String,
+    queue_url: String,
+    dlq_url: String,
 }
 
-/// An API Gateway HTTP API (payload v2) request with JWT authorizer claims.
 fn apigw_event(method: &str, route: &str, tenant: &str, body: Option<Value>) -> Value {
-    let path = format!("/api/bitrix-mcp/{route}");
-    json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {path}"),
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json", "host": "api.example.com"},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "soak",
-            "authorizer": {"jwt": {"claims": {"tenant_id": tenant, "sub": "soak-user"}, "scopes": null}},
-            "domainName": "api.example.com",
-            "domainPrefix": "api",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
-                     "sourceIp": "127.0.0.1", "userAgent": "soak"},
-            "requestId": uuid::Uuid::new_v4().to_string(),
-            "routeKey": format!("{method} {path}"),
-            "stage": "$default",
-            "time": "01/Dec/2026:08:00:00 +0000",
-            "timeEpoch": 1_795_000_000_000u64
-        },
-        "body": body.map(|b| b.to_string()),
-        "isBase64Encoded": false
-    })
+    function::apigw_event(method, route, tenant, body, "soak")
 }
 
 /// Connects a tenant through the connect function, as a person would: a failed live check (the
@@ -596,23 +528,20 @@ async fn run(args: &Args) -> Result<(Value, bool), String> {
     let connect_api = RuntimeApi::start("bitrix-connect")
         .await
         .map_err(|e| e.to_string())?;
+    let names = RunNames {
+        table: table.clone(),
+        key_id: key_id.clone(),
+        queue_url: queue_url.clone(),
+        dlq_url: dlq_url.clone(),
+    };
     let connect_env = lambda_env(
         "bitrix-connect",
-        &FnEnv {
-            api: &connect_api,
-            aws_endpoint: moto,
-            table: &table,
-            key_id: &key_id,
-            queue_url: &queue_url,
-            dlq_url: &dlq_url,
-            max_receive: args.max_receive,
-            log_level: &args.log_level,
-        },
+        &soak_env(&connect_api, moto, &names, args),
     );
     let mut connect_child = spawn_function(
         &connect_bin,
         &connect_env,
-        &log_dir.join("bitrix-connect.log"),
+        Some(&log_dir.join("bitrix-connect.log")),
     )?;
     let observed = Arc::new(Observed::default());
     let mut tokens = Vec::new();
@@ -650,25 +579,13 @@ async fn run(args: &Args) -> Result<(Value, bool), String> {
             .await
             .map_err(|e| e.to_string())?,
     );
-    let env = lambda_env(
-        "lead-sync",
-        &FnEnv {
-            api: &api,
-            aws_endpoint: &proxy_url,
-            table: &table,
-            key_id: &key_id,
-            queue_url: &queue_url,
-            dlq_url: &dlq_url,
-            max_receive: args.max_receive,
-            log_level: &args.log_level,
-        },
-    );
+    let env = lambda_env("lead-sync", &soak_env(&api, &proxy_url, &names, args));
     let mut children = Vec::new();
     for i in 0..args.concurrency {
         children.push(spawn_function(
             &lead_sync_bin,
             &env,
-            &log_dir.join(format!("lead-sync-{i}.log")),
+            Some(&log_dir.join(format!("lead-sync-{i}.log"))),
         )?);
     }
     let poller = Poller::new(
@@ -959,7 +876,7 @@ async fn run(args: &Args) -> Result<(Value, bool), String> {
             ) {
                 let score = num_of(&lead["UF_CRM_TELEAGENT_SCORE"]);
                 let status = lead["STATUS_ID"].as_str().unwrap_or_default();
-                let want_status = last.event.lead.status.map(expected_status).unwrap_or("");
+                let want_status = last.event.lead.status.map(status_id).unwrap_or("");
                 if score != Some(f64::from(last.event.lead.score)) || status != want_status {
                     f.wrong_final_state += 1;
                     f.problems.push(format!(

@@ -1,5 +1,8 @@
 //! The admin API under `/admin/` (JSON, no auth; the server binds loopback only): the Rust API
 //! of [`super::Sandbox`] over HTTP, for the demo binary and for humans poking at a running portal.
+//! The routes without a portal number act on the first portal; `POST /admin/portals` (body: a
+//! config patch, `{}` for the defaults) adds a portal and answers its number and an admin token,
+//! and `/admin/portals/{n}/{tokens,faults,calls,leads,writes}` act on portal `n` (0 = the first).
 
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
@@ -9,7 +12,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{CallStats, Faults, SandboxConfigPatch, Shared, lock, new_token};
+use super::{
+    CallStats, Faults, LeadWrite, Routes, SandboxConfig, SandboxConfigPatch, Shared, lock,
+    new_token,
+};
 
 pub(crate) fn router(state: Shared) -> Router {
     Router::new()
@@ -137,4 +143,84 @@ async fn calls(AxState(s): AxState<Shared>) -> Json<CallStats> {
 async fn reset_calls(AxState(s): AxState<Shared>) -> StatusCode {
     lock(&s).calls = CallStats::default();
     StatusCode::NO_CONTENT
+}
+
+/// The multi-portal routes (`POST /admin/portals`, `/admin/portals/{n}/...`).
+pub(crate) fn portals_router(routes: Routes) -> Router {
+    Router::new()
+        .route("/admin/portals", post(add_portal))
+        .route("/admin/portals/{n}/tokens", post(portal_token))
+        .route("/admin/portals/{n}/faults", post(portal_faults))
+        .route("/admin/portals/{n}/calls", get(portal_calls))
+        .route("/admin/portals/{n}/leads", get(portal_leads))
+        .route("/admin/portals/{n}/writes", get(portal_writes))
+        .with_state(routes)
+}
+
+fn no_portal(n: usize) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "NOT_FOUND", "error_description": format!("no portal {n}")})),
+    )
+        .into_response()
+}
+
+async fn add_portal(
+    AxState(r): AxState<Routes>,
+    Json(patch): Json<SandboxConfigPatch>,
+) -> Json<Value> {
+    let mut cfg = SandboxConfig::default();
+    patch.apply(&mut cfg);
+    let (n, state) = r.add(cfg);
+    let token = new_token();
+    r.register(n, &state, &token, true);
+    Json(json!({"portal": n, "token": token}))
+}
+
+async fn portal_token(
+    AxState(r): AxState<Routes>,
+    Path(n): Path<usize>,
+    Json(req): Json<IssueToken>,
+) -> Response {
+    let Some(state) = r.get(n) else {
+        return no_portal(n);
+    };
+    let token = new_token();
+    r.register(n, &state, &token, req.admin);
+    Json(json!({"token": token})).into_response()
+}
+
+async fn portal_faults(
+    AxState(r): AxState<Routes>,
+    Path(n): Path<usize>,
+    Json(f): Json<Faults>,
+) -> Response {
+    let Some(state) = r.get(n) else {
+        return no_portal(n);
+    };
+    lock(&state).faults = f.clone();
+    Json(f).into_response()
+}
+
+async fn portal_calls(AxState(r): AxState<Routes>, Path(n): Path<usize>) -> Response {
+    match r.get(n) {
+        Some(state) => Json::<CallStats>(lock(&state).calls.clone()).into_response(),
+        None => no_portal(n),
+    }
+}
+
+async fn portal_leads(AxState(r): AxState<Routes>, Path(n): Path<usize>) -> Response {
+    match r.get(n) {
+        Some(state) => Json(lock(&state).portal.all_leads()).into_response(),
+        None => no_portal(n),
+    }
+}
+
+async fn portal_writes(AxState(r): AxState<Routes>, Path(n): Path<usize>) -> Response {
+    match r.get(n) {
+        Some(state) => {
+            Json::<Vec<LeadWrite>>(lock(&state).portal.writes().to_vec()).into_response()
+        }
+        None => no_portal(n),
+    }
 }

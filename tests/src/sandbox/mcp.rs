@@ -5,6 +5,8 @@
 //! front exactly where a real portal's would: faults before anything, the bucket on `tools/call`.
 //! With a corpus catalogue configured, `tools/list` and `tools/call` are that server's
 //! (`corpus.rs`); everything around them (auth, sessions, bucket, faults, stats) stays the same.
+//! Each request is served by the portal its bearer token belongs to (`Portals::route`), with
+//! that portal's faults, bucket, sessions and counters.
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,7 +23,7 @@ use super::corpus::{self, Answer, Failure};
 use super::faults::FaultAction;
 use super::portal::{RestError, RestOk};
 use super::tools;
-use super::{AnswerMode, AnswerStyle, Session, Shared, State, lock};
+use super::{AnswerMode, AnswerStyle, Routes, Session, State, lock};
 
 /// Versions the sandbox speaks, newest first.
 pub(crate) const SUPPORTED_VERSIONS: &[&str] =
@@ -36,7 +38,7 @@ const TOOLS_PAGE: usize = 4;
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 
-pub(crate) fn router(state: Shared) -> Router {
+pub(crate) fn router(state: Routes) -> Router {
     let route = post(post_mcp).get(get_mcp).delete(delete_mcp);
     Router::new()
         .route("/mcp/", route.clone())
@@ -70,7 +72,8 @@ fn http(status: StatusCode, body: Value) -> Reply {
     }
 }
 
-async fn post_mcp(AxState(shared): AxState<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_mcp(AxState(routes): AxState<Routes>, headers: HeaderMap, body: Bytes) -> Response {
+    let shared = routes.route(&headers);
     let (action, latency) = {
         let mut st = lock(&shared);
         st.calls.total_http += 1;
@@ -115,7 +118,8 @@ fn dropped_connection() -> Response {
     Response::new(Body::from_stream(failing))
 }
 
-async fn get_mcp(AxState(shared): AxState<Shared>) -> Response {
+async fn get_mcp(AxState(routes): AxState<Routes>, headers: HeaderMap) -> Response {
+    let shared = routes.route(&headers);
     {
         let mut st = lock(&shared);
         st.calls.total_http += 1;
@@ -131,7 +135,8 @@ async fn get_mcp(AxState(shared): AxState<Shared>) -> Response {
     r
 }
 
-async fn delete_mcp(AxState(shared): AxState<Shared>, headers: HeaderMap) -> Response {
+async fn delete_mcp(AxState(routes): AxState<Routes>, headers: HeaderMap) -> Response {
+    let shared = routes.route(&headers);
     let reply = {
         let mut st = lock(&shared);
         st.calls.total_http += 1;

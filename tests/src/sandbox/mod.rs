@@ -6,9 +6,15 @@
 //! Besides its own three tool shapes it can serve the catalogue of a real public server
 //! (`SandboxConfig::catalogue`, `corpus.rs`), translating arguments and answering as that server.
 //!
+//! One sandbox can serve many portals at once on one port ([`Sandbox::add_portal`], or
+//! `POST /admin/portals`): each portal has its own tokens, leads, leaky bucket, configuration,
+//! faults and call counters, and a request goes to the portal whose token it carries (a token no
+//! added portal issued goes to the first portal, the one every single-portal test uses through
+//! [`Sandbox`]'s own methods). So one portal can be slow or failing while the others behave.
+//!
 //! Each sandbox runs on its own thread with its own Tokio runtime, so it outlives the runtime of
 //! whichever test started it (tests can share one through a static) and a latency fault never
-//! stalls the test's own executor.
+//! stalls the test's own executor (nor the sandbox's other portals: a latency is a timer).
 
 mod admin;
 mod bucket;
@@ -26,6 +32,20 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub use corpus::Catalogue;
+pub use portal::LeadWrite;
+
+/// The STATUS_ID the design's status map gives a lead status on a portal that has the custom
+/// `UC_QUALIFIED` status (`has_qualified_status`): what a lead must show after an event.
+pub fn status_id(s: shared::events::LeadStatus) -> &'static str {
+    use shared::events::LeadStatus;
+    match s {
+        LeadStatus::New => "NEW",
+        LeadStatus::Contacted => "IN_PROCESS",
+        LeadStatus::Qualified => "UC_QUALIFIED",
+        LeadStatus::Won => "CONVERTED",
+        LeadStatus::Lost => "JUNK",
+    }
+}
 
 /// The user id the manager's console edits as (the token's own user is `1`).
 pub const MANAGER_ID: &str = "7";
@@ -240,7 +260,7 @@ pub(crate) struct Session {
     pub protocol_version: String,
 }
 
-/// Everything the server mutates; one lock, never held across an `.await`.
+/// Everything one portal's server side mutates; one lock, never held across an `.await`.
 pub(crate) struct State {
     pub config: SandboxConfig,
     /// token -> admin?
@@ -256,16 +276,110 @@ pub(crate) struct State {
 
 pub(crate) type Shared = Arc<Mutex<State>>;
 
+impl State {
+    fn new(config: SandboxConfig) -> Self {
+        let portal = Portal::new(&config);
+        State {
+            config,
+            tokens: HashMap::new(),
+            sessions: HashMap::new(),
+            versions_by_token: HashMap::new(),
+            portal,
+            bucket: LeakyBucket::new(),
+            faults: Faults::default(),
+            calls: CallStats::default(),
+        }
+    }
+}
+
+/// The portals of one sandbox and which portal each token belongs to.
+pub(crate) struct Portals {
+    /// The first portal: every token not in `by_token` is its.
+    pub main: Shared,
+    /// Every portal, the first one at index 0.
+    pub all: Mutex<Vec<Shared>>,
+    /// Tokens of the added portals (index 1 on).
+    pub by_token: Mutex<HashMap<String, Shared>>,
+}
+
+pub(crate) type Routes = Arc<Portals>;
+
+impl Portals {
+    /// The portal a request is for: the one that issued its bearer token, else the first.
+    pub(crate) fn route(&self, headers: &axum::http::HeaderMap) -> Shared {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .map(|(_, t)| t.trim());
+        token
+            .and_then(|t| {
+                self.by_token
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(t)
+                    .cloned()
+            })
+            .unwrap_or_else(|| self.main.clone())
+    }
+
+    /// Adds a portal with its own state; returns its index and state.
+    pub(crate) fn add(&self, cfg: SandboxConfig) -> (usize, Shared) {
+        let state: Shared = Arc::new(Mutex::new(State::new(cfg)));
+        let mut all = self.all.lock().unwrap_or_else(PoisonError::into_inner);
+        all.push(state.clone());
+        (all.len() - 1, state)
+    }
+
+    pub(crate) fn get(&self, index: usize) -> Option<Shared> {
+        self.all
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(index)
+            .cloned()
+    }
+
+    /// Gives `token` to the portal at `index` (a token of the first portal needs no route).
+    pub(crate) fn register(&self, index: usize, state: &Shared, token: &str, admin: bool) {
+        lock(state).tokens.insert(token.to_owned(), admin);
+        if index > 0 {
+            self.by_token
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(token.to_owned(), state.clone());
+        }
+    }
+}
+
 /// Locks the state; a panic elsewhere while locked must not wedge every later request.
 pub(crate) fn lock(shared: &Shared) -> MutexGuard<'_, State> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A running sandbox portal on `127.0.0.1:<port>`; dropping it stops the server.
+/// A running sandbox on `127.0.0.1:<port>`; dropping it stops the server. It derefs to its first
+/// portal ([`SandboxPortal`]), so `sandbox.issue_token(..)`, `sandbox.leads()` and the rest act on
+/// that portal, as they did before a sandbox could serve several.
 pub struct Sandbox {
-    state: Shared,
-    addr: SocketAddr,
+    main: SandboxPortal,
+    routes: Routes,
     shutdown: Option<oneshot::Sender<()>>,
+}
+
+/// One portal of a running sandbox: its tokens, leads, bucket, faults and counters. Cheap to
+/// clone; it stays usable while its [`Sandbox`] runs.
+#[derive(Clone)]
+pub struct SandboxPortal {
+    state: Shared,
+    routes: Routes,
+    index: usize,
+    addr: SocketAddr,
+}
+
+impl std::ops::Deref for Sandbox {
+    type Target = SandboxPortal;
+    fn deref(&self) -> &SandboxPortal {
+        &self.main
+    }
 }
 
 impl Sandbox {
@@ -289,18 +403,15 @@ impl Sandbox {
         let addr = listener
             .local_addr()
             .map_err(|source| SandboxError::Bind { port, source })?;
-        let portal = Portal::new(&cfg);
-        let state: Shared = Arc::new(Mutex::new(State {
-            config: cfg,
-            tokens: HashMap::new(),
-            sessions: HashMap::new(),
-            versions_by_token: HashMap::new(),
-            portal,
-            bucket: LeakyBucket::new(),
-            faults: Faults::default(),
-            calls: CallStats::default(),
-        }));
-        let router = mcp::router(state.clone()).merge(admin::router(state.clone()));
+        let state: Shared = Arc::new(Mutex::new(State::new(cfg)));
+        let routes: Routes = Arc::new(Portals {
+            main: state.clone(),
+            all: Mutex::new(vec![state.clone()]),
+            by_token: Mutex::new(HashMap::new()),
+        });
+        let router = mcp::router(routes.clone())
+            .merge(admin::router(state.clone()))
+            .merge(admin::portals_router(routes.clone()));
         let (tx, rx) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("bitrix-sandbox-{}", addr.port()))
@@ -308,16 +419,60 @@ impl Sandbox {
             .map_err(SandboxError::Thread)?;
         tracing::info!(%addr, "bitrix24 sandbox listening");
         Ok(Sandbox {
-            state,
-            addr,
+            main: SandboxPortal {
+                state,
+                routes: routes.clone(),
+                index: 0,
+                addr,
+            },
+            routes,
             shutdown: Some(tx),
         })
+    }
+
+    /// A new portal on the same server (same `mcp_url`), with its own leads, bucket, faults and
+    /// counters; requests reach it with the tokens it issues ([`SandboxPortal::issue_token`]).
+    pub fn add_portal(&self, cfg: SandboxConfig) -> SandboxPortal {
+        let (index, state) = self.routes.add(cfg);
+        SandboxPortal {
+            state,
+            routes: self.routes.clone(),
+            index,
+            addr: self.main.addr,
+        }
+    }
+
+    /// Every portal, the first one (this sandbox's own) first.
+    pub fn portals(&self) -> Vec<SandboxPortal> {
+        let all = self
+            .routes
+            .all
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        all.into_iter()
+            .enumerate()
+            .map(|(index, state)| SandboxPortal {
+                state,
+                routes: self.routes.clone(),
+                index,
+                addr: self.main.addr,
+            })
+            .collect()
+    }
+}
+
+impl SandboxPortal {
+    /// This portal's place among the sandbox's portals (0 = the first).
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// The MCP endpoint (the same for every portal of a sandbox; the token picks the portal).
     pub fn mcp_url(&self) -> String {
         format!("{}/mcp/", self.base_url())
     }
@@ -332,7 +487,7 @@ impl Sandbox {
 
     /// Accepts a caller-chosen token (the binary's `--token`).
     pub fn register_token(&self, token: &str, admin: bool) {
-        lock(&self.state).tokens.insert(token.to_owned(), admin);
+        self.routes.register(self.index, &self.state, token, admin);
     }
 
     /// The token now answers 401, also inside sessions opened with it.
@@ -344,6 +499,10 @@ impl Sandbox {
 
     pub fn set_faults(&self, f: Faults) {
         lock(&self.state).faults = f;
+    }
+
+    pub fn faults(&self) -> Faults {
+        lock(&self.state).faults.clone()
     }
 
     /// Every existing session id now answers 404 (the client must re-initialize).
@@ -377,6 +536,12 @@ impl Sandbox {
     /// The texts of the lead's timeline comments, oldest first.
     pub fn timeline_comments(&self, lead_id: i64) -> Vec<String> {
         lock(&self.state).portal.comments_of(lead_id)
+    }
+
+    /// Every successful lead write through MCP (create, update, timeline comment) with the
+    /// moment it landed, oldest first (seeds and manager edits are not MCP writes).
+    pub fn lead_writes(&self) -> Vec<LeadWrite> {
+        lock(&self.state).portal.writes().to_vec()
     }
 
     pub fn calls(&self) -> CallStats {

@@ -182,6 +182,19 @@ pub(crate) struct Portal {
     user_fields: Vec<UserField>,
     next_user_field_id: i64,
     comments: Vec<Comment>,
+    /// Every successful lead write (create, update, timeline comment), in order, with its time.
+    writes: Vec<LeadWrite>,
+}
+
+/// One write that changed a lead, as the portal saw it: when (milliseconds since the Unix epoch),
+/// which REST method, which lead, and the `fields` it carried (a comment's `fields` include its
+/// `COMMENT`). Benchmarks match these to events to time event-to-lead latency on the portal side.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LeadWrite {
+    pub at_ms: u64,
+    pub method: String,
+    pub lead_id: i64,
+    pub fields: Value,
 }
 
 impl Portal {
@@ -195,6 +208,7 @@ impl Portal {
             user_fields: Vec::new(),
             next_user_field_id: 1,
             comments: Vec::new(),
+            writes: Vec::new(),
         };
         let stages: &[(&str, &str, Option<&'static str>)] = &[
             ("NEW", "Unassigned", None),
@@ -398,7 +412,40 @@ impl Portal {
     ) -> Result<RestOk, RestError> {
         let empty = Map::new();
         let p = params.as_object().unwrap_or(&empty);
-        match method.to_ascii_lowercase().as_str() {
+        let method = method.to_ascii_lowercase();
+        let out = self.execute_lower(&method, p, admin);
+        if let Ok(ok) = &out {
+            let fields = p.get("fields").cloned().unwrap_or(Value::Null);
+            let lead_id = match method.as_str() {
+                "crm.lead.add" => as_id(&ok.result),
+                "crm.lead.update" => id_param(p).ok(),
+                "crm.timeline.comment.add" => fields.get("ENTITY_ID").and_then(as_id),
+                _ => None,
+            };
+            if let Some(lead_id) = lead_id {
+                self.writes.push(LeadWrite {
+                    at_ms: now_ms(),
+                    method,
+                    lead_id,
+                    fields,
+                });
+            }
+        }
+        out
+    }
+
+    /// The lead writes so far, oldest first.
+    pub(crate) fn writes(&self) -> &[LeadWrite] {
+        &self.writes
+    }
+
+    fn execute_lower(
+        &mut self,
+        method: &str,
+        p: &Map<String, Value>,
+        admin: bool,
+    ) -> Result<RestOk, RestError> {
+        match method {
             "crm.lead.add" => self.lead_add(p),
             "crm.lead.update" => self.lead_update(p),
             "crm.lead.get" => {
@@ -1129,6 +1176,12 @@ fn digits(s: &str) -> String {
 /// it (RFC 3339, fractional seconds allowed).
 fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn now_string() -> String {

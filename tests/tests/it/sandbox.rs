@@ -8,7 +8,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use teleagent_tests::sandbox::{
-    AnswerMode, AnswerStyle, Faults, Sandbox, SandboxConfig, ToolShape,
+    AnswerMode, AnswerStyle, Faults, Sandbox, SandboxConfig, SandboxPortal, ToolShape,
 };
 
 const ACCEPT: &str = "application/json, text/event-stream";
@@ -25,7 +25,7 @@ struct Raw {
 }
 
 impl Raw {
-    fn new(sb: &Sandbox, token: String) -> Self {
+    fn new(sb: &SandboxPortal, token: String) -> Self {
         Self {
             http: reqwest::Client::new(),
             url: sb.mcp_url(),
@@ -824,4 +824,174 @@ async fn sessionless_mode_and_admin_api() {
         raw.request("tools/list", json!({})).await.status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// One sandbox, three portals on one URL: each token reaches its own portal's leads, bucket,
+/// faults and counters; a slow or failing portal leaves the others as they were.
+#[tokio::test]
+async fn portals_are_apart_in_leads_buckets_faults_and_counters() {
+    let sb = Sandbox::start(SandboxConfig::default()).await;
+    let small = sb.add_portal(SandboxConfig {
+        bucket_rate_per_sec: 0.001,
+        bucket_depth: 2,
+        ..SandboxConfig::default()
+    });
+    let other = sb.add_portal(SandboxConfig::default());
+    assert_eq!((small.index(), other.index()), (1, 2));
+    assert_eq!(sb.portals().len(), 3);
+    assert_eq!(
+        small.mcp_url(),
+        sb.mcp_url(),
+        "one endpoint, the token picks the portal"
+    );
+    let mut main = Raw::new(&sb, sb.issue_token(false));
+    let mut a = Raw::new(&small, small.issue_token(false));
+    let mut b = Raw::new(&other, other.issue_token(false));
+    for r in [&mut main, &mut a, &mut b] {
+        r.handshake().await;
+    }
+
+    // Leads: a lead made through one portal's token is in that portal only.
+    let (id, err) = a
+        .tool(
+            "bitrix24_create_lead",
+            json!({"fields": {"TITLE": "in portal 1"}}),
+        )
+        .await;
+    assert!(!err);
+    assert_eq!(small.leads().len(), 1);
+    assert!(sb.leads().is_empty() && other.leads().is_empty());
+    let writes = small.lead_writes();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].method, "crm.lead.add");
+    assert_eq!(json!(writes[0].lead_id.to_string()), json!(id.to_string()));
+    assert_eq!(writes[0].fields["TITLE"], "in portal 1");
+    assert!(sb.lead_writes().is_empty());
+
+    // Buckets: portal 1's second call fills its depth of 2, the third is refused; the other
+    // portals' buckets are untouched.
+    assert!(!a.tool("bitrix24_list_lead_fields", json!({})).await.1);
+    let r = a
+        .request(
+            "tools/call",
+            json!({"name": "bitrix24_list_lead_fields", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!b.tool("bitrix24_list_lead_fields", json!({})).await.1);
+    assert!(!main.tool("bitrix24_list_lead_fields", json!({})).await.1);
+    assert_eq!(small.calls().by_outcome["rate_limited"], 1);
+    assert!(!sb.calls().by_outcome.contains_key("rate_limited"));
+    assert!(!other.calls().by_outcome.contains_key("rate_limited"));
+    assert_eq!(small.calls().tools_call, 3);
+    assert_eq!(other.calls().tools_call, 1);
+    assert_eq!(sb.calls().tools_call, 1);
+    assert_eq!(small.calls().tools_call_ms_by_token.len(), 1);
+
+    // Faults: portal 2 is slow and portal 1 answers 500 for a stretch; the first portal is not.
+    other.set_faults(Faults {
+        latency_ms: 400,
+        ..Faults::default()
+    });
+    small.set_faults(Faults::error_5xx_for(std::time::Duration::from_millis(600)));
+    let t = std::time::Instant::now();
+    assert_eq!(
+        main.request("tools/list", json!({})).await.status(),
+        StatusCode::OK
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    assert_eq!(
+        b.request("tools/list", json!({})).await.status(),
+        StatusCode::OK
+    );
+    assert!(t.elapsed() >= std::time::Duration::from_millis(400));
+    for _ in 0..2 {
+        let r = a.request("tools/list", json!({})).await;
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(
+        a.request("tools/list", json!({})).await.status(),
+        StatusCode::OK,
+        "the stretch is over"
+    );
+    assert_eq!(small.calls().by_outcome["fault_5xx"], 2);
+    assert!(!sb.calls().by_outcome.contains_key("fault_5xx"));
+
+    // A token is one portal's: revoked there, it is not someone else's.
+    small.revoke_token(&a.token);
+    let r = a.request("tools/list", json!({})).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(small.calls().by_outcome["unauthorized"], 1);
+
+    // The same over the admin API.
+    let http = reqwest::Client::new();
+    let admin = |p: &str| format!("{}/admin/{p}", sb.base_url());
+    let get = |p: &str| {
+        let r = http.get(admin(p)).send();
+        async move { r.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let added: Value = http
+        .post(admin("portals"))
+        .json(&json!({"bucket_depth": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(added["portal"], 3);
+    let mut c = Raw::new(&sb, added["token"].as_str().unwrap().to_owned());
+    c.handshake().await;
+    assert!(
+        !c.tool(
+            "bitrix24_create_lead",
+            json!({"fields": {"TITLE": "in portal 3"}})
+        )
+        .await
+        .1
+    );
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "bitrix24_list_lead_fields", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "its own depth of 1"
+    );
+    let f = http
+        .post(admin("portals/3/faults"))
+        .json(&json!({"fail_next_n_with_5xx": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(f.status(), StatusCode::OK);
+    assert_eq!(
+        c.request("tools/list", json!({})).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let calls = get("portals/3/calls").await;
+    assert_eq!(calls["tools_call"], 2);
+    assert_eq!(calls["by_outcome"]["fault_5xx"], 1);
+    let leads = get("portals/3/leads").await;
+    assert_eq!(leads.as_array().unwrap().len(), 1);
+    let writes = get("portals/3/writes").await;
+    assert_eq!(writes[0]["method"], "crm.lead.add");
+    assert_eq!(
+        http.get(admin("portals/9/calls"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(sb.leads().len(), 0, "the first portal still has none");
 }
