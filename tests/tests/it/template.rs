@@ -611,7 +611,14 @@ fn lead_queue_visibility_redrive_and_event_source_fit_the_consumer() {
         (1..=10).contains(&batch),
         "FIFO batch size is at most 10, got {batch}"
     );
-    assert_eq!(e["ScalingConfig"]["MaximumConcurrency"].as_i64(), Some(2));
+    // A parameter sized for total throughput across tenants, with room for slow portals.
+    assert_eq!(
+        e["ScalingConfig"]["MaximumConcurrency"]["Ref"].as_str(),
+        Some("LeadSyncMaxConcurrency")
+    );
+    let p = &t["Parameters"]["LeadSyncMaxConcurrency"];
+    assert_eq!(p["Default"].as_i64(), Some(10));
+    assert_eq!(p["MinValue"].as_i64(), Some(2), "SQS mappings take at least 2");
     // Lambda validates the role's SQS permissions when it creates the mapping.
     let depends: BTreeSet<String> = strings(&esm["DependsOn"]);
     assert!(
