@@ -45,8 +45,9 @@ const BUDGET_SKIP_ABOVE: Duration = Duration::from_secs(1);
 /// A tenant's replay is asked for at most this often per container (the queue also
 /// deduplicates the same minute's requests).
 const REPLAY_REQUEST_EVERY: Duration = Duration::from_secs(60);
-/// `last_sync_at` is written at most this often per tenant per container: status shows it to
-/// the minute, and a write per event would be a third of the event's DynamoDB cost.
+/// `last_sync_at` is written at most this often per tenant per container, and not while the
+/// integration as read shows one younger than this (written by another container): status
+/// shows it to the minute, and a write per event would be a third of the event's DynamoDB cost.
 const LAST_SYNC_EVERY: Duration = Duration::from_secs(60);
 
 struct Inner {
@@ -363,8 +364,15 @@ impl SyncEngine {
             latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
             "event synced"
         );
-        if self.due(&i.last_sync_touched, t, LAST_SYNC_EVERY)
-            && let Err(e) = i.store.touch_last_sync(t, OffsetDateTime::now_utc()).await
+        // The integration as read shows a recent enough value (another container wrote it):
+        // no write, whichever container's turn it would be.
+        let now = OffsetDateTime::now_utc();
+        let recent = integ
+            .last_sync_at
+            .is_some_and(|at| now - at < time::Duration::seconds(LAST_SYNC_EVERY.as_secs() as i64));
+        if !recent
+            && self.due(&i.last_sync_touched, t, LAST_SYNC_EVERY)
+            && let Err(e) = i.store.touch_last_sync(t, now).await
         {
             tracing::warn!(error = %e, "could not record last_sync_at");
         }

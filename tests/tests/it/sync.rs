@@ -1398,3 +1398,36 @@ async fn a_managers_junk_and_rename_survive_the_next_event_a_second_later() {
         rig.sandbox.timeline_comments(bob)
     );
 }
+
+/// `last_sync_at` is written once a minute per tenant, not once a minute per container: a
+/// container whose integration read shows a value written a moment ago by another one does not
+/// write it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recent_last_sync_written_elsewhere_is_not_written_again() {
+    let rig = Rig::new(fast_portal(ToolShape::LeadTools)).await;
+    let t = tenant();
+    rig.connect(&t, &rig.sandbox.issue_token(false), fast_rate())
+        .await;
+    let (_first_proxy, first) = counted_engine(&rig).await;
+    assert_eq!(
+        handle(&first, &event(&t, "tg:one", 40)).await,
+        Outcome::Done
+    );
+    let written = rig.store.get_integration(&t).await.unwrap().unwrap();
+    assert!(
+        written.last_sync_at.is_some(),
+        "the first container wrote it"
+    );
+
+    let (proxy, second) = counted_engine(&rig).await;
+    rig.sandbox.reset_calls();
+    assert_eq!(
+        handle(&second, &event(&t, "tg:two", 40)).await,
+        Outcome::Done
+    );
+    let calls = rig.sandbox.calls().tools_call;
+    let updates = proxy.stats().operation("dynamodb", "UpdateItem").requests;
+    assert_eq!(updates, calls, "budget takes only, no last_sync_at write");
+    let after = rig.store.get_integration(&t).await.unwrap().unwrap();
+    assert_eq!(after.last_sync_at, written.last_sync_at);
+}

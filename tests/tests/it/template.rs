@@ -618,7 +618,11 @@ fn lead_queue_visibility_redrive_and_event_source_fit_the_consumer() {
     );
     let p = &t["Parameters"]["LeadSyncMaxConcurrency"];
     assert_eq!(p["Default"].as_i64(), Some(10));
-    assert_eq!(p["MinValue"].as_i64(), Some(2), "SQS mappings take at least 2");
+    assert_eq!(
+        p["MinValue"].as_i64(),
+        Some(2),
+        "SQS mappings take at least 2"
+    );
     // Lambda validates the role's SQS permissions when it creates the mapping.
     let depends: BTreeSet<String> = strings(&esm["DependsOn"]);
     assert!(
