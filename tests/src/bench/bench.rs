@@ -23,7 +23,7 @@
 //! Usage: bench [--starts 20] [--warm 10] [--events 500] [--skip-functions] [--skip-stream]
 //!   [--bin-dir target/release] [--out target/bench.json] [--concurrency 2]
 //!   [--skip-scale] [--skip-scale-faults] [--scale-portals 50] [--scale-customers 20]
-//!   [--scale-events 5] [--scale-window-secs 300] [--scale-gap-secs 20] [--scale-concurrency 4]
+//!   [--scale-events 5] [--scale-window-secs 300] [--scale-gap-secs 20] [--scale-concurrency 8]
 //!   [--scale-slow-ms 2000] [--scale-outage-secs 60] [--scale-timeout-secs 900]
 
 mod scale;

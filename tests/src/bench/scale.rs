@@ -10,8 +10,10 @@
 //! moto's FIFO sends and receives slow down with it, so the run would measure moto.) Every event raises the customer's score
 //! (so each one has a visible effect), the status moves forward (new, contacted, qualified) and
 //! one in five carries a note. The poller plays the event source mapping with
-//! `--scale-concurrency` loops (4) into as many release `lead-sync` processes, whose AWS
-//! endpoint is bench's counting proxy.
+//! `--scale-concurrency` loops (8) into as many release `lead-sync` processes, whose AWS
+//! endpoint is bench's counting proxy. The loops short-poll: moto's long poll spins while the
+//! only visible messages belong to FIFO groups with a message in flight (the slow portal's),
+//! which slows every request moto serves; real SQS does not, so the run would measure moto.
 //!
 //! Latency is measured on the portal side: the sandbox records each lead write (create, update,
 //! comment) with its time, and an event has landed at the first write to its customer's lead
@@ -73,7 +75,7 @@ impl Default for ScaleArgs {
             events: 5,
             window_secs: 300.0,
             gap_secs: 20.0,
-            concurrency: 4,
+            concurrency: 8,
             slow_ms: 2000,
             outage_secs: 60.0,
             timeout_secs: 900,
@@ -468,6 +470,10 @@ async fn run_once(
         PollerOptions {
             concurrency: a.concurrency,
             dead_letter_queue_url: Some(dlq_url.clone()),
+            // Short polls: moto's long poll spins while a slow portal's FIFO groups hold the
+            // only visible messages, slowing every tenant's requests (see `idle_pause`).
+            wait_time_secs: 0,
+            idle_pause: Duration::from_millis(20),
             ..PollerOptions::default()
         },
     )

@@ -176,6 +176,12 @@ pub struct PollerOptions {
     pub batch_size: i32,
     /// Long-poll wait per receive; short keeps Ctrl-C and test shutdown snappy.
     pub wait_time_secs: i32,
+    /// With `wait_time_secs: 0`, the pause after a receive that found nothing. moto's long poll
+    /// spins (holding its interpreter) while the only visible messages belong to FIFO groups
+    /// with a message in flight, which slows every other request it serves; many loops
+    /// long-polling a queue held up by one slow group therefore slow the whole local stack,
+    /// which real SQS does not. Short polls with this pause avoid that.
+    pub idle_pause: Duration,
     /// Concurrent receive/invoke loops (the ESM's maximum concurrency).
     pub concurrency: usize,
     /// Region written into each record's `awsRegion`.
@@ -191,6 +197,7 @@ impl Default for PollerOptions {
         Self {
             batch_size: 10,
             wait_time_secs: 1,
+            idle_pause: Duration::ZERO,
             concurrency: 1,
             region: "us-east-1".into(),
             dead_letter_queue_url: None,
@@ -340,7 +347,11 @@ impl<I: Invoker> Poller<I> {
                             tracing::warn!(error = %e, "invocation failed; batch left in the queue");
                         }
                     }
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if !self.opts.idle_pause.is_zero() {
+                            tokio::time::sleep(self.opts.idle_pause).await;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "poll round failed");
                         tokio::time::sleep(Duration::from_millis(500)).await;
