@@ -63,8 +63,8 @@ struct Inner {
     metrics: Metrics,
     /// The replay timer this container set last per tenant (epoch ms it fires).
     timers: StdMutex<HashMap<String, i64>>,
-    /// The integrations read in the batch being handled: one read per tenant per batch
-    /// (`None` outside a batch: every event reads its own).
+    /// What the batch being handled read once for its events: the integrations and the first
+    /// links (`None` outside a batch: every event reads its own).
     batch: StdMutex<Option<BatchShared>>,
     /// Per tenant, until when the portal's shared budget has no token (what its last take
     /// said; the budget only moves forward, so no token comes earlier).
