@@ -110,7 +110,7 @@ impl ScaleArgs {
     }
 }
 
-/// Bitrix24's standard plan: 2 requests/s, burst 50 (design §4 "Rate budget").
+/// Bitrix24's standard plan: 2 requests/s, burst 50.
 const PORTAL_RATE: f64 = 2.0;
 const PORTAL_DEPTH: u32 = 50;
 
