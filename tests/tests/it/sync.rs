@@ -164,6 +164,23 @@ async fn counted_engine(rig: &Rig) -> (teleagent_tests::aws_faults::AwsFaultProx
     (proxy, engine)
 }
 
+/// The events as one SQS batch of lead-sync's mapping (message id = event id, group as the
+/// producer sets it), for tests that drive the batch processor without a queue.
+fn sqs_batch(events: &[LeadEvent]) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut ev = aws_lambda_events::event::sqs::SqsEvent::default();
+    ev.records = events
+        .iter()
+        .map(|e| {
+            let mut r = aws_lambda_events::event::sqs::SqsMessage::default();
+            r.message_id = Some(e.event_id.clone());
+            r.body = Some(e.to_json());
+            r.attributes.insert("MessageGroupId".into(), e.group_id());
+            r
+        })
+        .collect();
+    ev
+}
+
 pub(crate) async fn handle(engine: &SyncEngine, ev: &LeadEvent) -> Outcome {
     engine.handle(ev, &ev.to_json(), 1, None).await
 }
@@ -1217,19 +1234,11 @@ async fn a_batch_costs_one_read_and_each_event_a_claim_its_takes_and_one_write()
         .await;
     // (customer, score) in batch order.
     let batch = |events: &[(usize, u8)]| {
-        let mut ev = aws_lambda_events::event::sqs::SqsEvent::default();
-        ev.records = events
+        let events: Vec<LeadEvent> = events
             .iter()
-            .map(|&(c, score)| {
-                let e = event(&t, &format!("tg:b{c}"), score);
-                let mut r = aws_lambda_events::event::sqs::SqsMessage::default();
-                r.message_id = Some(format!("m-{score}-{c}"));
-                r.body = Some(e.to_json());
-                r.attributes.insert("MessageGroupId".into(), e.group_id());
-                r
-            })
+            .map(|&(c, score)| event(&t, &format!("tg:b{c}"), score))
             .collect();
-        ev
+        sqs_batch(&events)
     };
     let processor = shared::sync::batch::BatchProcessor::new(
         engine,
@@ -1305,20 +1314,7 @@ async fn a_managers_junk_and_rename_survive_the_next_event_a_second_later() {
     rig.connect(&t, &rig.sandbox.issue_token(false), fast_rate())
         .await;
     let processor = rig.processor();
-    let batch = |events: &[LeadEvent]| {
-        let mut ev = aws_lambda_events::event::sqs::SqsEvent::default();
-        ev.records = events
-            .iter()
-            .map(|e| {
-                let mut r = aws_lambda_events::event::sqs::SqsMessage::default();
-                r.message_id = Some(e.event_id.clone());
-                r.body = Some(e.to_json());
-                r.attributes.insert("MessageGroupId".into(), e.group_id());
-                r
-            })
-            .collect();
-        ev
-    };
+    let batch = sqs_batch;
     let ev = |customer: &str, name: &str, score: u8, status: LeadStatus, notes: &str| {
         let mut e = event(&t, customer, score);
         e.customer.name = Some(name.into());
